@@ -1,0 +1,167 @@
+"""The processor interface: Arrow batch in, kept rows and quarantined rows out.
+
+A processor is to tenantry what a processor is to the OpenTelemetry Collector, over Arrow record
+batches of one normalized table (``tenantry.schemas``). Its promises:
+
+- ``process`` is vectorized (pyarrow compute), synchronous and does no I/O;
+- it never raises on bad data: a bad row becomes a quarantine row with a reason code from
+  :class:`tenantry.schemas.Reason` and the processor's name;
+- ``input rows == kept rows + quarantined rows``, always;
+- bad configuration raises :class:`ProcessorConfigError` when the processor is built, naming the key.
+
+A :class:`Chain` of processors is itself a processor, so hosts (the receiver, a Beam DoFn, tests)
+only ever hold one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+
+from tenantry import schemas
+
+
+class ProcessorConfigError(ValueError):
+    """A processor's configuration is invalid. The message names the key and what was expected."""
+
+
+@dataclasses.dataclass
+class Result:
+    """What a processor returns: the rows it keeps and the rows it quarantines.
+
+    ``kept`` has the schema of the input table; ``quarantined`` has :data:`schemas.QUARANTINE`.
+    ``stats`` counts events per (tenant_id, processor, outcome), outcome one of ``kept``,
+    ``quarantined:<reason>``, ``redacted``, ``overflowed``, ``sampled_out``.
+    """
+
+    kept: pa.Table
+    quarantined: pa.Table
+    stats: Counter = dataclasses.field(default_factory=Counter)
+
+
+class Processor:
+    """Base class. Subclasses set ``type_name`` and implement :meth:`process`."""
+
+    type_name: str = "processor"
+
+    def __init__(self, name: str | None = None):
+        #: the instance name as configured, e.g. ``redact/strict``
+        self.name = name or self.type_name
+
+    def process(self, table: str, batch: pa.Table) -> Result:  # pragma: no cover - interface
+        """Process one batch of the normalized ``table``; see the module docstring for promises."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class Chain(Processor):
+    """An ordered list of processors, itself a processor: the output of one feeds the next."""
+
+    type_name = "chain"
+
+    def __init__(self, processors: Sequence[Processor], name: str | None = None):
+        super().__init__(name)
+        self.processors = list(processors)
+
+    def process(self, table: str, batch: pa.Table) -> Result:
+        quarantined = [schemas.empty("quarantine")]
+        stats: Counter = Counter()
+        kept = batch
+        for proc in self.processors:
+            if kept.num_rows == 0:
+                break
+            res = proc.process(table, kept)
+            kept = res.kept
+            if res.quarantined.num_rows:
+                quarantined.append(res.quarantined)
+            stats.update(res.stats)
+        return Result(kept, pa.concat_tables(quarantined), stats)
+
+    def __iter__(self):
+        return iter(self.processors)
+
+
+def quarantine_rows(
+    table: str,
+    rows: pa.Table,
+    reason: schemas.Reason | str | pa.Array,
+    processor: str,
+    detail: str | pa.Array | None = None,
+) -> pa.Table:
+    """Build quarantine rows for ``rows`` (a slice/filter of a ``table`` batch).
+
+    ``raw`` keeps the whole record as JSON so nothing is lost. This runs only on rejected rows,
+    which are rare, so the per-row JSON encoding is off the hot path.
+    """
+    n = rows.num_rows
+    if n == 0:
+        return schemas.empty("quarantine")
+    raw = [json.dumps(r, default=str, ensure_ascii=False) for r in rows.to_pylist()]
+
+    def col(name: str, typ=pa.string()):
+        return rows.column(name) if name in rows.column_names else pa.nulls(n, typ)
+
+    def as_array(v):
+        if isinstance(v, (pa.Array, pa.ChunkedArray)):
+            return v
+        return pa.array([None if v is None else str(v)] * n, pa.string())
+
+    time_col = None
+    for c in ("time", "start_time"):
+        if c in rows.column_names:
+            time_col = rows.column(c)
+            break
+    return pa.Table.from_arrays(
+        [
+            pa.array([table] * n, pa.string()),
+            col("tenant_id"),
+            col("service_name"),
+            as_array(reason),
+            pa.array([processor] * n, pa.string()),
+            as_array(detail),
+            pa.array(raw, pa.string()),
+            time_col if time_col is not None else pa.nulls(n, schemas.TS),
+            col("ingest_batch"),
+        ],
+        schema=schemas.QUARANTINE,
+    )
+
+
+def count_by_tenant(batch: pa.Table, processor: str, outcome: str) -> Counter:
+    """Counter of rows per (tenant_id, processor, outcome), computed with a vectorized group-by."""
+    out: Counter = Counter()
+    if batch.num_rows == 0:
+        return out
+    counts = batch.select(["tenant_id"]).group_by("tenant_id").aggregate([([], "count_all")])
+    for tenant, n in zip(counts.column("tenant_id").to_pylist(), counts.column("count_all").to_pylist()):
+        out[(tenant, processor, outcome)] += n
+    return out
+
+
+def stats_table(stats: Counter, table: str, ingest_batch: str) -> pa.Table:
+    """Processor counters as rows for the ``processor_stats`` lake table."""
+    keys = list(stats.keys())
+    return pa.table(
+        {
+            "table": pa.array([table] * len(keys), pa.string()),
+            "tenant_id": pa.array([k[0] for k in keys], pa.string()),
+            "processor": pa.array([k[1] for k in keys], pa.string()),
+            "outcome": pa.array([k[2] for k in keys], pa.string()),
+            "count": pa.array([stats[k] for k in keys], pa.int64()),
+            "ingest_batch": pa.array([ingest_batch] * len(keys), pa.string()),
+        }
+    )
+
+
+def concat(tables: Iterable[pa.Table], table: str) -> pa.Table:
+    """Concatenate batches of one normalized table (an empty table when there are none)."""
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return schemas.empty(table)
+    return pa.concat_tables(tables)

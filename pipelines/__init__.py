@@ -1,0 +1,1 @@
+"""Apache Beam pipelines: batch and streaming, built from the composites in ``transforms``."""

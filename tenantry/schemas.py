@@ -1,0 +1,224 @@
+"""The normalized tables: the one definition of every Arrow schema tenantry moves data in.
+
+Every module that builds, reads or writes a normalized table imports its schema from here.
+Every row carries ``tenant_id`` (or :data:`UNATTRIBUTED`), ``service_name``, an event time and
+``ingest_batch``, the identity of the input it came from (a landing segment or an input file's
+content hash), so any row can be traced back to what delivered it.
+
+Conventions:
+- times are ``timestamp[ns, tz=UTC]``;
+- trace and span ids are lower-case hex strings (32 and 16 characters), empty ids are null;
+- attribute maps are ``map<string, string>``: scalar values as their text, arrays and key-value
+  lists as compact JSON, so every value survives and DuckDB can index them (``attributes['k']``);
+- exact quantities are ``decimal128(38, 9)`` (never floats): billing must add up to the unit.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import pyarrow as pa
+
+#: tenant_id for telemetry that arrived without (valid) tenant context. Counted, never dropped.
+UNATTRIBUTED = "__unattributed__"
+#: tenant_id for shared cost kept by the platform rather than spread over tenants.
+PLATFORM = "__platform__"
+#: attribute value that replaces values past a cardinality cap.
+OVERFLOW = "__overflow__"
+
+#: Attribute keys the tenantry library stamps on every span, log record and metric point.
+TENANT_ID_KEY = "tenant.id"
+TENANT_TIER_KEY = "tenant.tier"
+USER_ID_KEY = "user.id"
+#: Log event name of a usage event emitted by ``tenantry.record_usage``.
+USAGE_EVENT_NAME = "tenantry.usage"
+USAGE_ATTR_PREFIX = "tenantry.usage."
+USAGE_EVENT_ID_KEY = "tenantry.usage.event_id"
+USAGE_METER_KEY = "tenantry.usage.meter"
+USAGE_QUANTITY_KEY = "tenantry.usage.quantity"
+USAGE_UNIT_KEY = "tenantry.usage.unit"
+USAGE_DIMENSION_PREFIX = "tenantry.usage.dim."
+
+TS = pa.timestamp("ns", tz="UTC")
+ATTRS = pa.map_(pa.string(), pa.string())
+QUANTITY = pa.decimal128(38, 9)
+
+_COMMON_TAIL = [
+    pa.field("ingest_batch", pa.string(), nullable=False),
+]
+
+SPANS = pa.schema(
+    [
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("tenant_tier", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("service_name", pa.string(), nullable=False),
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        pa.field("parent_span_id", pa.string()),
+        pa.field("name", pa.string()),
+        # unspecified | internal | server | client | producer | consumer
+        pa.field("kind", pa.string()),
+        # unset | ok | error
+        pa.field("status_code", pa.string()),
+        pa.field("status_message", pa.string()),
+        pa.field("start_time", TS),
+        pa.field("end_time", TS),
+        pa.field("duration_ms", pa.float64()),
+        pa.field("attributes", ATTRS),
+        pa.field("resource_attributes", ATTRS),
+        pa.field("scope_name", pa.string()),
+        # 1/p for a span kept with probability p by the sampler; 1.0 when unsampled.
+        pa.field("sample_weight", pa.float64(), nullable=False),
+        *_COMMON_TAIL,
+    ]
+)
+
+LOGS = pa.schema(
+    [
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("tenant_tier", pa.string()),
+        pa.field("user_id", pa.string()),
+        pa.field("service_name", pa.string(), nullable=False),
+        pa.field("time", TS),
+        pa.field("observed_time", TS),
+        pa.field("severity_number", pa.int32()),
+        pa.field("severity_text", pa.string()),
+        pa.field("body", pa.string()),
+        pa.field("event_name", pa.string()),
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        pa.field("attributes", ATTRS),
+        pa.field("resource_attributes", ATTRS),
+        pa.field("scope_name", pa.string()),
+        *_COMMON_TAIL,
+    ]
+)
+
+METRIC_POINTS = pa.schema(
+    [
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("tenant_tier", pa.string()),
+        pa.field("service_name", pa.string(), nullable=False),
+        pa.field("metric_name", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("unit", pa.string()),
+        # gauge | sum | histogram | exponential_histogram | summary
+        pa.field("type", pa.string()),
+        pa.field("time", TS),
+        pa.field("start_time", TS),
+        # gauge and sum points; for histograms and summaries the sum is in `sum`
+        pa.field("value", pa.float64()),
+        pa.field("count", pa.int64()),
+        pa.field("sum", pa.float64()),
+        pa.field("min", pa.float64()),
+        pa.field("max", pa.float64()),
+        pa.field("bucket_counts", pa.list_(pa.int64())),
+        pa.field("explicit_bounds", pa.list_(pa.float64())),
+        pa.field("is_monotonic", pa.bool_()),
+        # unspecified | delta | cumulative
+        pa.field("aggregation_temporality", pa.string()),
+        pa.field("attributes", ATTRS),
+        pa.field("resource_attributes", ATTRS),
+        pa.field("scope_name", pa.string()),
+        *_COMMON_TAIL,
+    ]
+)
+
+USAGE_EVENTS = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("meter", pa.string(), nullable=False),
+        pa.field("quantity", QUANTITY, nullable=False),
+        pa.field("unit", pa.string()),
+        pa.field("time", TS, nullable=False),
+        pa.field("dimensions", ATTRS),
+        # app (explicit record_usage) | derived (extracted from telemetry by a meter definition)
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("service_name", pa.string(), nullable=False),
+        # evidence for derived usage (and for app usage recorded inside a span)
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        *_COMMON_TAIL,
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        # which normalized table (or "request" for a whole undecodable input)
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("tenant_id", pa.string()),
+        pa.field("service_name", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("processor", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        # the rejected record, as JSON (or base64 of undecodable bytes)
+        pa.field("raw", pa.string()),
+        pa.field("time", TS),
+        *_COMMON_TAIL,
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "spans": SPANS,
+    "logs": LOGS,
+    "metric_points": METRIC_POINTS,
+    "usage_events": USAGE_EVENTS,
+    "quarantine": QUARANTINE,
+}
+
+#: Signal tables (what telemetry decodes into); quarantine is the fifth, for what was rejected.
+SIGNAL_TABLES = ("spans", "logs", "metric_points", "usage_events")
+
+
+class Reason(str, enum.Enum):
+    """The closed set of quarantine reason codes. Every quarantined row carries one."""
+
+    MALFORMED_REQUEST = "malformed_request"  # an input that could not be decoded at all
+    MALFORMED_RECORD = "malformed_record"  # one record with a broken field (e.g. histogram shape)
+    MISSING_TENANT = "missing_tenant"
+    INVALID_TENANT_ID = "invalid_tenant_id"  # too long, bad characters, hostile
+    UNKNOWN_TENANT = "unknown_tenant"  # not in the configured catalog
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    END_BEFORE_START = "end_before_start"
+    TOO_MANY_ATTRIBUTES = "too_many_attributes"
+    VALUE_TOO_LONG = "value_too_long"
+    MISSING_FIELD = "missing_field"
+    INVALID_QUANTITY = "invalid_quantity"  # non-finite, negative, unparseable
+    UNDECLARED_METER = "undeclared_meter"  # strict metering only
+    DUPLICATE_EVENT = "duplicate_event"
+    DENIED_ATTRIBUTE = "denied_attribute"
+
+    def __str__(self) -> str:  # so f-strings and Arrow arrays get the code, not the repr
+        return self.value
+
+
+REASON_CODES: frozenset[str] = frozenset(r.value for r in Reason)
+
+
+def empty(table: str) -> pa.Table:
+    """An empty table with the schema of ``table``."""
+    return TABLES[table].empty_table()
+
+
+def conform(table: str, data: pa.Table | pa.RecordBatch) -> pa.Table:
+    """Cast ``data`` to the schema of ``table``: columns in order, missing nullable ones as nulls.
+
+    Raises ``ValueError`` naming the column when a non-nullable column is missing.
+    """
+    schema = TABLES[table]
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    cols = []
+    for field in schema:
+        if field.name in data.column_names:
+            col = data.column(field.name)
+            if col.type != field.type:
+                col = col.cast(field.type)
+            cols.append(col)
+        elif field.nullable:
+            cols.append(pa.nulls(data.num_rows, field.type))
+        else:
+            raise ValueError(f"{table}: required column {field.name!r} is missing")
+    return pa.Table.from_arrays(cols, schema=schema)
