@@ -6,8 +6,14 @@ batches of one normalized table (``tenantry.schemas``). Its promises:
 - ``process`` is vectorized (pyarrow compute), synchronous and does no I/O;
 - it never raises on bad data: a bad row becomes a quarantine row with a reason code from
   :class:`tenantry.schemas.Reason` and the processor's name;
-- ``input rows == kept rows + quarantined rows``, always;
+- ``input rows == kept rows + quarantined rows + sampled_out``, always (only a sampler sets
+  ``sampled_out``: rows it leaves out of storage on purpose, counted, never quarantined);
 - bad configuration raises :class:`ProcessorConfigError` when the processor is built, naming the key.
+
+Counters (``Result.stats``) are keyed ``(tenant_id, processor, outcome)``. An outcome is
+``kept``, ``quarantined:<reason>``, ``redacted:<detector>``, ``overflowed``, ``sampled_out`` or
+``unattributed:<reason>``: the text before ``:`` is the counter, after it the reason. ``kept``,
+``quarantined:*`` and ``sampled_out`` count rows; ``redacted:*`` and ``overflowed`` count values.
 
 A :class:`Chain` of processors is itself a processor, so hosts (the receiver, a Beam DoFn, tests)
 only ever hold one.
@@ -17,12 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections import Counter
 from typing import Iterable, Sequence
 
 import pyarrow as pa
 
 from tenantry import schemas
+
+logger = logging.getLogger(__name__)
+
+KEPT = "kept"
+QUARANTINED = "quarantined"
+REDACTED = "redacted"
+OVERFLOWED = "overflowed"
+SAMPLED_OUT = "sampled_out"
+UNATTRIBUTED_OUTCOME = "unattributed"
 
 
 class ProcessorConfigError(ValueError):
@@ -34,19 +50,26 @@ class Result:
     """What a processor returns: the rows it keeps and the rows it quarantines.
 
     ``kept`` has the schema of the input table; ``quarantined`` has :data:`schemas.QUARANTINE`.
-    ``stats`` counts events per (tenant_id, processor, outcome), outcome one of ``kept``,
-    ``quarantined:<reason>``, ``redacted``, ``overflowed``, ``sampled_out``.
+    ``stats`` counts events per (tenant_id, processor, outcome); see the module docstring.
+    ``sampled_out`` is the number of rows a sampler left out of storage on purpose; they are in
+    neither ``kept`` nor ``quarantined``, so ``input == kept + quarantined + sampled_out``.
     """
 
     kept: pa.Table
     quarantined: pa.Table
     stats: Counter = dataclasses.field(default_factory=Counter)
+    sampled_out: int = 0
 
 
 class Processor:
-    """Base class. Subclasses set ``type_name`` and implement :meth:`process`."""
+    """Base class. Subclasses set ``type_name`` and implement :meth:`process`.
+
+    Processors built from configuration also set ``options`` (their validated options model), so
+    :meth:`describe` can print what is configured.
+    """
 
     type_name: str = "processor"
+    options = None
 
     def __init__(self, name: str | None = None):
         #: the instance name as configured, e.g. ``redact/strict``
@@ -55,6 +78,11 @@ class Processor:
     def process(self, table: str, batch: pa.Table) -> Result:  # pragma: no cover - interface
         """Process one batch of the normalized ``table``; see the module docstring for promises."""
         raise NotImplementedError
+
+    def describe(self) -> dict:
+        """``{name, type, options}``: options that differ from defaults, secrets hidden."""
+        summary = self.options.summary() if self.options is not None else {}
+        return {"name": self.name, "type": self.type_name, "options": summary}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -69,22 +97,47 @@ class Chain(Processor):
         super().__init__(name)
         self.processors = list(processors)
 
-    def process(self, table: str, batch: pa.Table) -> Result:
+    def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
+        """Run every processor in order; sums ``stats`` and ``sampled_out``.
+
+        A processor that raises (a bug: processors do not raise on bad data) does not stop the
+        host: the rows it was given are quarantined with reason ``processor_error`` and the
+        exception is logged.
+        """
         quarantined = [schemas.empty("quarantine")]
         stats: Counter = Counter()
-        kept = batch
+        sampled_out = 0
+        kept = as_table(batch)
         for proc in self.processors:
             if kept.num_rows == 0:
                 break
-            res = proc.process(table, kept)
+            try:
+                res = proc.process(table, kept)
+            except Exception as exc:  # noqa: BLE001 - the host must keep running; rows are kept in quarantine
+                logger.exception("processor %s failed on a %s batch of %d rows", proc.name, table, kept.num_rows)
+                q = quarantine_rows(
+                    table, kept, schemas.Reason.PROCESSOR_ERROR, proc.name, f"{type(exc).__name__}: {exc}"[:500]
+                )
+                stats.update(count_by_tenant(kept, proc.name, f"{QUARANTINED}:{schemas.Reason.PROCESSOR_ERROR}"))
+                quarantined.append(q)
+                kept = kept.schema.empty_table()
+                break
             kept = res.kept
             if res.quarantined.num_rows:
                 quarantined.append(res.quarantined)
             stats.update(res.stats)
-        return Result(kept, pa.concat_tables(quarantined), stats)
+            sampled_out += res.sampled_out
+        return Result(kept, pa.concat_tables(quarantined), stats, sampled_out)
 
     def __iter__(self):
         return iter(self.processors)
+
+
+def as_table(batch: pa.Table | pa.RecordBatch) -> pa.Table:
+    """Processors take a ``pa.Table`` or a ``pa.RecordBatch``; they work on tables."""
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    return batch
 
 
 def quarantine_rows(
@@ -147,7 +200,7 @@ def count_by_tenant(batch: pa.Table, processor: str, outcome: str) -> Counter:
 def stats_table(stats: Counter, table: str, ingest_batch: str) -> pa.Table:
     """Processor counters as rows for the ``processor_stats`` lake table."""
     keys = list(stats.keys())
-    return pa.table(
+    out = pa.table(
         {
             "table": pa.array([table] * len(keys), pa.string()),
             "tenant_id": pa.array([k[0] for k in keys], pa.string()),
@@ -157,6 +210,8 @@ def stats_table(stats: Counter, table: str, ingest_batch: str) -> pa.Table:
             "ingest_batch": pa.array([ingest_batch] * len(keys), pa.string()),
         }
     )
+    schema = getattr(schemas, "PROCESSOR_STATS", None)
+    return out.cast(schema) if schema is not None else out
 
 
 def concat(tables: Iterable[pa.Table], table: str) -> pa.Table:

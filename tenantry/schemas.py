@@ -189,6 +189,7 @@ class Reason(str, enum.Enum):
     UNDECLARED_METER = "undeclared_meter"  # strict metering only
     DUPLICATE_EVENT = "duplicate_event"
     DENIED_ATTRIBUTE = "denied_attribute"
+    PROCESSOR_ERROR = "processor_error"  # a processor failed on a batch (a bug); the rows are kept here
 
     def __str__(self) -> str:  # so f-strings and Arrow arrays get the code, not the repr
         return self.value
@@ -199,7 +200,7 @@ REASON_CODES: frozenset[str] = frozenset(r.value for r in Reason)
 
 def empty(table: str) -> pa.Table:
     """An empty table with the schema of ``table``."""
-    return TABLES[table].empty_table()
+    return LAKE_TABLES[table].empty_table()
 
 
 def conform(table: str, data: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -207,7 +208,7 @@ def conform(table: str, data: pa.Table | pa.RecordBatch) -> pa.Table:
 
     Raises ``ValueError`` naming the column when a non-nullable column is missing.
     """
-    schema = TABLES[table]
+    schema = LAKE_TABLES[table]
     if isinstance(data, pa.RecordBatch):
         data = pa.Table.from_batches([data])
     cols = []
@@ -222,3 +223,65 @@ def conform(table: str, data: pa.Table | pa.RecordBatch) -> pa.Table:
         else:
             raise ValueError(f"{table}: required column {field.name!r} is missing")
     return pa.Table.from_arrays(cols, schema=schema)
+
+
+# --- Aggregates: mergeable partials (DESIGN.md "Storage"). Runs and stream panes add rows; the
+# views sum them. Nothing is recomputed from scratch to stay correct.
+
+#: one row per (hour, tenant, service) per ingest batch; requests/errors re-weighted by sample_weight
+SRE_HOURLY_PARTIALS = pa.schema(
+    [
+        pa.field("hour", TS, nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("service_name", pa.string(), nullable=False),
+        pa.field("requests", pa.float64(), nullable=False),
+        pa.field("errors", pa.float64(), nullable=False),
+        pa.field("duration_sum_ms", pa.float64(), nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+#: latency sketch bucket counts (tenantry.sketch) per (hour, tenant, service, key)
+LATENCY_SKETCH_HOURLY = pa.schema(
+    [
+        pa.field("hour", TS, nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("service_name", pa.string(), nullable=False),
+        pa.field("key", pa.int32(), nullable=False),
+        pa.field("count", pa.float64(), nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+#: rows per (day, signal) with how many had no tenant
+COVERAGE_PARTIALS = pa.schema(
+    [
+        pa.field("day", pa.date32(), nullable=False),
+        pa.field("signal", pa.string(), nullable=False),
+        pa.field("total", pa.int64(), nullable=False),
+        pa.field("unattributed", pa.int64(), nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+#: processor counters per (table, tenant, processor, outcome)
+PROCESSOR_STATS = pa.schema(
+    [
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("tenant_id", pa.string()),
+        pa.field("processor", pa.string(), nullable=False),
+        pa.field("outcome", pa.string(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+AGGREGATES: dict[str, pa.Schema] = {
+    "sre_hourly_partials": SRE_HOURLY_PARTIALS,
+    "latency_sketch_hourly": LATENCY_SKETCH_HOURLY,
+    "coverage_partials": COVERAGE_PARTIALS,
+    "processor_stats": PROCESSOR_STATS,
+}
+
+#: every table the lake holds, by name
+LAKE_TABLES: dict[str, pa.Schema] = {**TABLES, **AGGREGATES}

@@ -1,0 +1,186 @@
+"""All pipeline I/O: finding inputs, reading them into Arrow chunks, writing the lake.
+
+Everything else in ``pipelines/`` is pure transforms over Arrow tables, testable with
+``beam.Create``.
+
+Inputs (files or folders, searched recursively):
+
+- landing segments ``seg-*.arrow`` written by ``tenantry collect``;
+- OTLP files: ``.json`` (OTLP/JSON request body), ``.jsonl`` (Collector file exporter), ``.pb``
+  (protobuf request body), each optionally ``.gz``;
+- Parquet files of a normalized table (e.g. exported ``spans``), read row group by row group.
+
+Each input has a stable id (``seg:<name>`` for segments, ``file:<sha256 prefix>`` otherwise):
+runs record the ids they consumed, so a re-run over the same input is a no-op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tenantry import schemas
+
+OTLP_SUFFIXES = (".json", ".jsonl", ".pb")
+SUPPORTED = "seg-*.arrow, *.json, *.jsonl, *.pb (optionally .gz) and *.parquet of a normalized table"
+
+
+class InputError(ValueError):
+    """An input path is missing or of a kind tenantry cannot read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    path: str
+    ingest_id: str
+    kind: str  # segment | otlp | parquet
+    table: str | None = None  # for parquet: which normalized table
+    row_groups: int = 0
+
+
+def _content_id(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "file:" + h.hexdigest()[:32]
+
+
+def _parquet_table(path: Path) -> tuple[str, int]:
+    try:
+        meta = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: not a readable Parquet file: {e}") from None
+    names = set(meta.schema_arrow.names)
+    matches = [
+        t for t, schema in schemas.TABLES.items() if {f.name for f in schema if not f.nullable} <= names
+    ]
+    named = [t for t in matches if t in path.name]
+    if named:
+        return named[0], meta.num_row_groups
+    if matches:
+        best = max(matches, key=lambda t: len(names & set(schemas.TABLES[t].names)))
+        return best, meta.num_row_groups
+    raise InputError(
+        f"{path}: Parquet columns ({', '.join(sorted(names)[:8])}, ...) match no normalized table; "
+        f"expected the columns of one of: {', '.join(schemas.TABLES)}"
+    )
+
+
+def _classify(path: Path) -> InputFile | None:
+    name = path.name
+    if name.startswith(".") or name.endswith(".tmp"):
+        return None  # temporary files of a writer that has not committed
+    base = name[:-3] if name.endswith(".gz") else name
+    if name.startswith("seg-") and name.endswith(".arrow"):
+        return InputFile(str(path), f"seg:{name}", "segment")
+    if base.endswith(OTLP_SUFFIXES):
+        return InputFile(str(path), _content_id(path), "otlp")
+    if name.endswith(".parquet"):
+        table, groups = _parquet_table(path)
+        return InputFile(str(path), _content_id(path), "parquet", table, groups)
+    return None
+
+
+def discover(paths: list[str | Path]) -> list[InputFile]:
+    """Every readable input under ``paths``, in a stable order. Raises :class:`InputError` for a
+    missing path or a named file of an unsupported kind."""
+    found: dict[str, InputFile] = {}
+    for p in map(Path, paths):
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        candidates = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
+        for c in candidates:
+            inp = _classify(c)
+            if inp is None:
+                if not p.is_dir():
+                    raise InputError(f"{c}: not a supported input; tenantry reads {SUPPORTED}")
+                continue
+            found.setdefault(inp.ingest_id, inp)  # the same content twice is one input
+    return list(found.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadTask:
+    """One unit of reading: a whole OTLP file/segment, or one row group of a Parquet file."""
+
+    input: InputFile
+    row_group: int | None = None
+
+
+def read_tasks(inputs: list[InputFile]) -> list[ReadTask]:
+    tasks = []
+    for inp in inputs:
+        if inp.kind == "parquet":
+            tasks.extend(ReadTask(inp, i) for i in range(inp.row_groups))
+        else:
+            tasks.append(ReadTask(inp))
+    return tasks
+
+
+def read_task(task: ReadTask, batch_rows: int) -> Iterator[tuple[str, str, pa.Table]]:
+    """Yield (table, part name, rows) chunks for one task, at most about ``batch_rows`` rows each.
+
+    Part names are deterministic (input id, table, sequence), so re-reading the same input yields
+    the same parts.
+    """
+    inp = task.input
+    if inp.kind == "parquet":
+        pf = pq.ParquetFile(inp.path)
+        data = pf.read_row_group(task.row_group)
+        data = data.append_column(
+            "ingest_batch", pa.array([inp.ingest_id] * data.num_rows, pa.string())
+        ) if "ingest_batch" not in data.column_names else data
+        yield inp.table, f"{inp.ingest_id}-rg{task.row_group}", schemas.conform(inp.table, data)
+        return
+
+    from tenantry import otlp  # decoding is only needed for OTLP inputs
+
+    pending: dict[str, list[pa.Table]] = {}
+    rows: dict[str, int] = {}
+    seq: dict[str, int] = {}
+
+    def flush(table: str):
+        parts = pending.pop(table, [])
+        rows.pop(table, None)
+        if parts:
+            n = seq.get(table, 0)
+            seq[table] = n + 1
+            yield table, f"{inp.ingest_id}-{table}-{n}", pa.concat_tables(parts)
+
+    for _batch_id, tables in otlp.iter_file(inp.path):
+        for table, data in tables.items():
+            if data.num_rows == 0:
+                continue
+            pending.setdefault(table, []).append(data)
+            rows[table] = rows.get(table, 0) + data.num_rows
+            if rows[table] >= batch_rows:
+                yield from flush(table)
+    for table in list(pending):
+        yield from flush(table)
+
+
+class WriteLakeParts:
+    """Writes (table, part, rows) chunks as Parquet parts of one run (see tenantry.warehouse).
+
+    A plain callable so it can be used with ``beam.Map``; returns (table, rows written).
+    """
+
+    def __init__(self, warehouse_root: str, run_id: str):
+        self.warehouse_root = warehouse_root
+        self.run_id = run_id
+        self._wh = None
+
+    def __call__(self, chunk):
+        from tenantry.warehouse import Warehouse
+
+        if self._wh is None:
+            self._wh = Warehouse(self.warehouse_root)
+        table, part, data = chunk
+        self._wh.write_part(table, self.run_id, part, data)
+        return table, data.num_rows

@@ -1,0 +1,240 @@
+"""The warehouse: an append-only Parquet lake (the truth) and a DuckDB file of views (the lens).
+
+Layout under a warehouse folder::
+
+    lake/<table>/run=<run_id>/<part>.parquet   files of one pipeline run, per lake table
+    lake/_manifests/<run_id>.json              the commit record of a run (written last)
+    tenantry.duckdb                            views over the lake + macros; no data
+
+Commit protocol: a run writes its files (each atomically: temporary name, then rename) into
+``run=<run_id>`` folders, then writes its manifest atomically. The views only read runs that have a
+manifest, so the manifest's rename is the one commit point: a crashed run is invisible, and
+re-running it (same inputs, same ``run_id``) rewrites the same files and commits. Inputs already
+named in a manifest are skipped, so a re-run over the same input is a no-op.
+
+Readers never take the write lock: pipelines write Parquet, not into the database, and the views
+glob the lake, so ``tenantry query``, dashboards and any DuckDB client (read-only) see each
+committed run as soon as its manifest lands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tenantry import resources, schemas, sketch
+
+SCHEMA_RUN = "__schema__"
+DB_NAME = "tenantry.duckdb"
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse is missing, locked or inconsistent; the message says what to do."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Warehouse:
+    """A warehouse folder. Create with :meth:`open` (initializes an empty lake if needed)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.lake = self.root / "lake"
+        self.manifests = self.lake / "_manifests"
+        self.db_path = self.root / DB_NAME
+
+    # -- layout -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Warehouse":
+        wh = cls(root)
+        wh.init()
+        return wh
+
+    def init(self) -> None:
+        """Create the lake folders, and for every table an empty schema file in a committed run
+        (so every view has at least one file to read and a typed schema, even with no data)."""
+        self.manifests.mkdir(parents=True, exist_ok=True)
+        for table, schema in schemas.LAKE_TABLES.items():
+            d = self.lake / table / f"run={SCHEMA_RUN}"
+            f = d / "empty.parquet"
+            if not f.exists():
+                d.mkdir(parents=True, exist_ok=True)
+                self._write_parquet(f, schema.empty_table())
+        m = self.manifests / f"{SCHEMA_RUN}.json"
+        if not m.exists():
+            _atomic_write_bytes(m, json.dumps({"run_id": SCHEMA_RUN, "inputs": [], "files": {}}).encode())
+
+    def exists(self) -> bool:
+        return self.db_path.exists() and self.manifests.exists()
+
+    @contextmanager
+    def writer_lock(self):
+        """Exclusive lock for the one pipeline that writes this warehouse at a time."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".writer.lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WarehouseError(
+                    f"{self.root}: another tenantry pipeline is writing this warehouse; "
+                    "wait for it to finish or use another --warehouse"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _write_parquet(path: Path, table: pa.Table) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        pq.write_table(table, tmp, compression="zstd", compression_level=1)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def write_part(self, table: str, run_id: str, part: str, data: pa.Table) -> Path | None:
+        """Write one part file of ``table`` for ``run_id`` atomically. Empty data writes nothing.
+
+        ``part`` must be deterministic for the input it came from, so a re-run overwrites
+        instead of duplicating.
+        """
+        if data.num_rows == 0:
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_.:=-]+", part):
+            raise ValueError(f"part name {part!r} has characters not allowed in a file name")
+        d = self.lake / table / f"run={run_id}"
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{part.replace(':', '_')}.parquet"
+        self._write_parquet(path, schemas.conform(table, data))
+        return path
+
+    def commit(self, run_id: str, inputs: Iterable[str], summary: dict | None = None) -> Path:
+        """Write the run's manifest: from now on its files are visible to every view."""
+        files = {
+            t: sorted(p.name for p in (self.lake / t / f"run={run_id}").glob("*.parquet"))
+            for t in schemas.LAKE_TABLES
+            if (self.lake / t / f"run={run_id}").exists()
+        }
+        manifest = {
+            "run_id": run_id,
+            "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "inputs": sorted(inputs),
+            "files": files,
+            "summary": summary or {},
+        }
+        path = self.manifests / f"{run_id}.json"
+        _atomic_write_bytes(path, json.dumps(manifest, indent=1, default=str).encode())
+        return path
+
+    def committed_runs(self) -> list[dict]:
+        out = []
+        for m in sorted(self.manifests.glob("*.json")):
+            try:
+                out.append(json.loads(m.read_text()))
+            except (OSError, json.JSONDecodeError) as e:
+                raise WarehouseError(f"{m}: unreadable manifest ({e}); move it away to continue") from None
+        return out
+
+    def committed_inputs(self) -> set[str]:
+        """Every input (ingest batch id) some committed run has consumed."""
+        return {i for run in self.committed_runs() for i in run.get("inputs", [])}
+
+    def discard_uncommitted(self) -> int:
+        """Remove run folders without a manifest (left by a crashed run). Call under the lock."""
+        committed = {r["run_id"] for r in self.committed_runs()}
+        removed = 0
+        for table in schemas.LAKE_TABLES:
+            for d in (self.lake / table).glob("run=*"):
+                if d.name.removeprefix("run=") not in committed:
+                    for f in d.iterdir():
+                        f.unlink()
+                    d.rmdir()
+                    removed += 1
+        return removed
+
+    # -- views ------------------------------------------------------------------------------
+
+    def lake_source(self, table: str) -> str:
+        """SQL for the committed rows of a lake table (what ``{{ lake('t') }}`` expands to)."""
+        if table not in schemas.LAKE_TABLES:
+            raise WarehouseError(f"unknown lake table {table!r}; known: {', '.join(schemas.LAKE_TABLES)}")
+        glob = str(self.lake / table / "run=*" / "*.parquet").replace("'", "''")
+        return (
+            f"(select * exclude (run) from read_parquet('{glob}', hive_partitioning = true, "
+            f"hive_types = {{'run': 'VARCHAR'}}, union_by_name = true) "
+            f"where run in (select run_id from _committed_runs))"
+        )
+
+    def render_sql(self, sql: str) -> str:
+        return re.sub(
+            r"\{\{\s*lake\('([a-z_]+)'\)\s*\}\}", lambda m: self.lake_source(m.group(1)), sql
+        )
+
+    def build_views(self) -> list[str]:
+        """(Re)create the macros and every view in ``sql/`` (staging, marts, tenant, in that order).
+
+        Takes DuckDB's write lock briefly; views reference the lake by absolute path.
+        """
+        manifests_glob = str(self.manifests / "*.json").replace("'", "''")
+        created: list[str] = []
+        con = duckdb.connect(str(self.db_path))
+        current = "_committed_runs"
+        try:
+            con.execute(
+                "create or replace view _committed_runs as select run_id from "
+                f"read_json('{manifests_glob}', columns = {{'run_id': 'VARCHAR'}}, format = 'auto')"
+            )
+            current = "macros"
+            con.execute(sketch.sql_macros())
+            # marts may build on other marts: create in name order, deferring a view whose
+            # dependency does not exist yet, until no progress is made
+            pending = resources.sql_files()
+            while pending:
+                deferred = []
+                for name, sql in pending:
+                    current = name
+                    try:
+                        con.execute(self.render_sql(sql))
+                        created.append(name)
+                    except duckdb.CatalogException:
+                        deferred.append((name, sql))
+                if len(deferred) == len(pending):
+                    current = deferred[0][0]
+                    con.execute(self.render_sql(deferred[0][1]))  # raises the real error
+                pending = deferred
+        except duckdb.Error as e:
+            raise WarehouseError(f"building views failed at sql/{current}.sql: {e}") from e
+        finally:
+            con.close()
+        return created
+
+    def connect(self, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+        """A connection to the warehouse database (read-only by default, never blocking writers
+        of the lake)."""
+        if not self.db_path.exists():
+            raise WarehouseError(
+                f"{self.root}: no warehouse here (no {DB_NAME}); run `tenantry run batch --input ... "
+                f"--warehouse {self.root}` first"
+            )
+        return duckdb.connect(str(self.db_path), read_only=read_only)
