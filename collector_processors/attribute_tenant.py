@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal, Mapping
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
@@ -173,7 +174,7 @@ class AttributeTenant(Processor):
         if self.catalog:
             unknown = pc.and_(well_formed, pc.invert(pc.is_in(resolved, value_set=self._catalog_ids)))
         else:
-            unknown = pa.array([False] * batch.num_rows) if False else pc.and_(well_formed, pc.is_null(resolved))
+            unknown = pa.array(np.zeros(batch.num_rows, dtype=bool))
         accepted = pc.and_(well_formed, pc.invert(unknown))
 
         # every row gets a reason it failed (or null); which ones are quarantined depends on policy

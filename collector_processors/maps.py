@@ -103,3 +103,10 @@ def lookup(column: pa.Array | pa.ChunkedArray, key: str) -> pa.Array:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
     return pc.map_lookup(column, pa.scalar(key, pa.string()), "first")
+
+
+def flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array from a chunked one (an empty array when it has no chunks)."""
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.combine_chunks() if arr.num_chunks else pa.array([], arr.type)
+    return arr

@@ -48,7 +48,7 @@ def format_duration(td: timedelta | None) -> str | None:
     if td is None:
         return None
     secs = td.total_seconds()
-    for unit in ("w", "d", "h", "m", "s"):
+    for unit in ("d", "h", "m", "s"):
         n = secs / _UNITS[unit]
         if n >= 1 and n == int(n):
             return f"{int(n)}{unit}"

@@ -47,6 +47,12 @@ class RunReport:
     rows: dict[str, int]  # rows written per lake table
     seconds: float
     committed: bool
+    #: (table, in, kept, quarantined, sampled_out) per signal table, from the run's counters
+    accounting: list[tuple] = dataclasses.field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return all(r[1] == r[2] + r[3] + r[4] for r in self.accounting)
 
     @property
     def skipped(self) -> int:
@@ -88,7 +94,7 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
     kept = processed["kept"]
     sre = kept | "SreHourly" >> SreHourlyPartials()
     coverage = kept | "Coverage" >> CoveragePartials()
-    stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample")
+    stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
     stats = (
         (processed[STATS], stored[STATS])
         | "FlattenStats" >> beam.Flatten()
@@ -101,11 +107,17 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
         coverage | "KeyCoverage" >> beam.Map(_AsRunPart("coverage_partials", run_id)),
         stats | "KeyStats" >> beam.Map(_AsRunPart("processor_stats", run_id)),
     ]
-    (
-        [stored["kept"], processed[QUARANTINE], stored[QUARANTINE], *aggregates]
-        | "FlattenOutputs" >> beam.Flatten()
-        | "WriteLake" >> beam.Map(io.WriteLakeParts(warehouse_root, run_id))
-    )
+    # each output is written by its own step (no Flatten): the runner fuses these writes with
+    # the steps that produce them, so big batches are never encoded between stages
+    write = io.WriteLakeParts(warehouse_root, run_id)
+    outputs = {
+        "WriteSpans": stored["kept"],
+        "WriteQuarantine": processed[QUARANTINE],
+        "WriteSampleQuarantine": stored[QUARANTINE],
+        **{f"Write{i}": agg for i, agg in enumerate(aggregates)},
+    }
+    for label, pcoll in outputs.items():
+        pcoll | label >> beam.Map(write)
 
 
 def _run_id(ingest_ids: list[str], chain_desc: str) -> str:
@@ -141,9 +153,10 @@ def run_batch(inputs: list[str | Path], warehouse: str | Path, cfg: tconfig.Conf
         result = p.run()
         result.wait_until_finish()
         rows = _rows_written(wh, run_id)
+        accounting = _accounting(result)
         wh.commit(run_id, [i.ingest_id for i in new], {"rows": rows, "pipeline_version": PIPELINE_VERSION})
         wh.build_views()
-        return RunReport(run_id, len(found), len(new), rows, time.monotonic() - started, True)
+        return RunReport(run_id, len(found), len(new), rows, time.monotonic() - started, True, accounting)
 
 
 def _rows_written(wh: Warehouse, run_id: str) -> dict[str, int]:
@@ -155,6 +168,22 @@ def _rows_written(wh: Warehouse, run_id: str) -> dict[str, int]:
         if d.is_dir():
             rows[table_dir.name] = sum(pq.ParquetFile(f).metadata.num_rows for f in d.glob("*.parquet"))
     return rows
+
+
+def _accounting(result) -> list[tuple]:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counts: dict[tuple[str, str], int] = {}
+    for c in result.metrics().query(MetricsFilter().with_namespace("tenantry"))["counters"]:
+        kind, _, table = c.key.metric.name.partition(".")
+        value = c.committed if c.committed is not None else c.attempted
+        counts[(kind, table)] = counts.get((kind, table), 0) + (value or 0)
+    tables = sorted({t for (_k, t) in counts})
+    return [
+        (t, counts.get(("in", t), 0), counts.get(("kept", t), 0), counts.get(("quarantined", t), 0),
+         counts.get(("sampled_out", t), 0))
+        for t in tables
+    ]
 
 
 def report_json(report: RunReport) -> str:

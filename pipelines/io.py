@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+from apache_beam.metrics import Metrics
 import pyarrow.parquet as pq
 
 from tenantry import schemas
@@ -183,4 +184,6 @@ class WriteLakeParts:
             self._wh = Warehouse(self.warehouse_root)
         table, part, data = chunk
         self._wh.write_part(table, self.run_id, part, data)
+        if table in schemas.SIGNAL_TABLES:
+            Metrics.counter("tenantry", f"kept.{table}").inc(data.num_rows)
         return table, data.num_rows

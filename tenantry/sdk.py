@@ -63,6 +63,9 @@ def _tenant_attributes(ctx: otel_context.Context | None, tier_default: str | Non
     are skipped, so they arrive unattributed rather than poisoning the tenant column."""
     bag = baggage.get_all(ctx)
     attrs: dict[str, str] = {}
+    claimed = otel_context.get_value(BAGGAGE_MISMATCH_KEY, ctx)
+    if isinstance(claimed, str):
+        attrs[BAGGAGE_ID_ATTRIBUTE] = claimed
     tenant_id = bag.get(TENANT_ID_KEY)
     if not is_valid_id(tenant_id):
         return attrs
@@ -75,9 +78,6 @@ def _tenant_attributes(ctx: otel_context.Context | None, tier_default: str | Non
     user_id = bag.get(USER_ID_KEY)
     if is_valid_id(user_id):
         attrs[USER_ID_KEY] = user_id  # type: ignore[assignment]
-    claimed = otel_context.get_value(BAGGAGE_MISMATCH_KEY, ctx)
-    if isinstance(claimed, str):
-        attrs[BAGGAGE_ID_ATTRIBUTE] = claimed
     return attrs
 
 
@@ -208,8 +208,18 @@ def configure(
         return _active
 
 
-def _build(service_name, endpoint, protocol, headers, resource_attributes,  # noqa: PLR0913
-           tier_default, span_exporter, log_exporter, metric_exporter, export_interval_ms):
+def _build(  # noqa: PLR0913
+    service_name: str | None,
+    endpoint: str | None,
+    protocol: str | None,
+    headers: Mapping[str, str] | None,
+    resource_attributes: Mapping[str, Any] | None,
+    tier_default: str | None,
+    span_exporter: Any,
+    log_exporter: Any,
+    metric_exporter: Any,
+    export_interval_ms: int | None,
+) -> TenantryProviders:
     from opentelemetry import _logs, metrics, propagate
     from opentelemetry.baggage.propagation import W3CBaggagePropagator
     from opentelemetry.propagators.composite import CompositePropagator
@@ -229,8 +239,11 @@ def _build(service_name, endpoint, protocol, headers, resource_attributes,  # no
         attrs["service.name"] = service_name
     resource = Resource.create(attrs)
 
+    # validated up front so a bad setting fails before any global provider is installed
+    protocols = {signal: _protocol(protocol, signal) for signal in _HTTP_PATHS}
+
     def exporter(signal: str) -> Any:
-        return _otlp_exporter(signal, _protocol(protocol, signal), endpoint, headers)
+        return _otlp_exporter(signal, protocols[signal], endpoint, headers)
 
     tracer_provider = trace.get_tracer_provider()
     if isinstance(tracer_provider, TracerProvider):
@@ -319,7 +332,6 @@ def _reset_for_tests() -> None:
     Uses OpenTelemetry's private globals (as its own test utilities do). Never call in an app.
     """
     global _active
-    from opentelemetry import _logs, metrics  # noqa: F401
     from opentelemetry._logs import _internal as logs_internal
     from opentelemetry.metrics import _internal as metrics_internal
     from opentelemetry.util._once import Once

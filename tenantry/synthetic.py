@@ -5,6 +5,8 @@ Deterministic for a seed: the same call gives the same rows, so figures are comp
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 
@@ -14,10 +16,13 @@ SERVICES = ("api", "billing", "search", "auth")
 ROUTES = ("/api/items", "/api/orders", "/api/search", "/login", "/api/export")
 
 
-def spans(n: int, tenants: int = 20, seed: int = 0, start_ns: int = 1_764_460_800 * 10**9,
+def spans(n: int, tenants: int = 20, seed: int = 0, start_ns: int | None = None,
           hours: int = 24, ingest_batch: str = "synthetic") -> pa.Table:
-    """``n`` spans over ``tenants`` tenants and ``hours`` hours: 70% server spans, ~2% errors,
+    """``n`` spans from ``start_ns`` (default: yesterday 00:00 UTC) over ``tenants`` tenants and ``hours`` hours: 70% server spans, ~2% errors,
     log-normal durations; tenant t{i} has tier gold/silver/bronze by i mod 3."""
+    if start_ns is None:  # yesterday 00:00 UTC: recent enough for every validation window
+        day = 86_400 * 10**9
+        start_ns = (time.time_ns() // day - 1) * day
     rng = np.random.default_rng(seed)
     tenant_idx = rng.zipf(1.3, n) % tenants
     tenant_names = np.array([f"t{i:05d}" for i in range(tenants)], dtype=object)

@@ -36,6 +36,9 @@ import pyarrow.parquet as pq
 from tenantry import resources, schemas, sketch
 
 SCHEMA_RUN = "__schema__"
+_HIGH_CARDINALITY = {"trace_id", "span_id", "parent_span_id", "event_id", "raw", "body", "detail",
+                     "status_message", "duration_ms", "start_time", "end_time", "time", "observed_time"}
+_PRUNING_COLUMNS = {"tenant_id", "start_time", "time", "hour", "day", "period_start"}
 DB_NAME = "tenantry.duckdb"
 
 
@@ -108,7 +111,17 @@ class Warehouse:
     @staticmethod
     def _write_parquet(path: Path, table: pa.Table) -> None:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        pq.write_table(table, tmp, compression="zstd", compression_level=1)
+        # dictionary-encode only low-cardinality columns and keep statistics only where queries
+        # prune on them: random ids and free text gain nothing from either and cost the most
+        names = table.column_names
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            compression_level=1,
+            use_dictionary=[c for c in names if c not in _HIGH_CARDINALITY],
+            write_statistics=[c for c in names if c in _PRUNING_COLUMNS],
+        )
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -29,41 +29,60 @@ def split_chain(chain: Processor) -> tuple[Processor, Processor]:
     )
 
 
+def _counter(kind: str, table: str):
+    return Metrics.counter("tenantry", f"{kind}.{table}")
+
+
 class _ProcessFn(beam.DoFn):
-    def __init__(self, chain: Processor, step: str):
+    """Counters (namespace ``tenantry``): ``in.<table>``, ``quarantined.<table>``,
+    ``sampled_out.<table>``; the lake writer counts ``kept.<table>``. The run report checks
+    ``in = kept + quarantined + sampled_out`` per table from them."""
+
+    def __init__(self, chain: Processor, step: str, count_input: bool):
         self.chain = chain
         self.step = step
-
-    def setup(self):
-        self.rows_in = Metrics.counter("tenantry", f"{self.step}.rows_in")
-        self.rows_quarantined = Metrics.counter("tenantry", f"{self.step}.rows_quarantined")
+        self.count_input = count_input
 
     def process(self, chunk):
         table, part, data = chunk
-        if table == QUARANTINE:  # rejected upstream (decoding): straight to the lake
+        if table == QUARANTINE:  # rejected while decoding: straight to the lake
+            if self.count_input:
+                for t, n in _per_table(data).items():
+                    _counter("in", t).inc(n)
+                    _counter("quarantined", t).inc(n)
             yield beam.pvalue.TaggedOutput(QUARANTINE, (QUARANTINE, part, data))
             return
-        self.rows_in.inc(data.num_rows)
+        if self.count_input:
+            _counter("in", table).inc(data.num_rows)
         res = self.chain.process(table, data)
         if res.quarantined.num_rows:
-            self.rows_quarantined.inc(res.quarantined.num_rows)
+            _counter("quarantined", table).inc(res.quarantined.num_rows)
             yield beam.pvalue.TaggedOutput(QUARANTINE, (QUARANTINE, f"{part}-{self.step}-q", res.quarantined))
+        sampled_out = getattr(res, "sampled_out", 0)
+        if sampled_out:
+            _counter("sampled_out", table).inc(sampled_out)
         if res.stats:
             yield beam.pvalue.TaggedOutput(STATS, stats_table(Counter(res.stats), table, part))
         if res.kept.num_rows:
             yield (table, part, res.kept)
 
 
+def _per_table(quarantined) -> dict:
+    counts = quarantined.group_by("table", use_threads=False).aggregate([([], "count_all")])
+    return dict(zip(counts.column("table").to_pylist(), counts.column("count_all").to_pylist()))
+
+
 class ApplyProcessors(beam.PTransform):
     """Chunks in → {"kept": chunks, "quarantine": chunks, "processor_stats": tables}."""
 
-    def __init__(self, chain: Processor, step: str = "process"):
+    def __init__(self, chain: Processor, step: str = "process", count_input: bool = True):
         super().__init__()
         self.chain = chain
         self.step = step
+        self.count_input = count_input
 
     def expand(self, chunks):
-        out = chunks | "Process" >> beam.ParDo(_ProcessFn(self.chain, self.step)).with_outputs(
+        out = chunks | "Process" >> beam.ParDo(_ProcessFn(self.chain, self.step, self.count_input)).with_outputs(
             QUARANTINE, STATS, main="kept"
         )
         return {"kept": out.kept, QUARANTINE: out[QUARANTINE], STATS: out[STATS]}

@@ -27,9 +27,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from tenantry.receiver.errors import BodyTooLarge, UnsupportedMediaType
 
-try:  # the shared OTLP module, when it exists, owns the decode error type
-    from tenantry.otlp import OtlpDecodeError  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on what is installed alongside
+try:  # the shared OTLP module owns the decode error type, so one except clause catches both
+    from tenantry.otlp.messages import OtlpDecodeError
+except ImportError:  # pragma: no cover - only while tenantry.otlp is being written
 
     class OtlpDecodeError(ValueError):  # type: ignore[no-redef]
         """The body is not a valid OTLP request of the expected signal and encoding."""

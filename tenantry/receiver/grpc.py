@@ -91,6 +91,8 @@ def build_server(writer: GroupCommitWriter, max_body_bytes: int, counters: Count
         options=[
             ("grpc.max_receive_message_length", max_body_bytes),
             ("grpc.max_send_message_length", 4 * 2**20),
+            # a port already in use must be a start-up error, not silently shared
+            ("grpc.so_reuseport", 0),
         ]
     )
     server.add_generic_rpc_handlers([

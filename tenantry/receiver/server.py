@@ -140,6 +140,7 @@ class Receiver:
         if self._stopped:
             return self.stats()
         self._stopped = True
+        self.writer.drain()
         if self._loop is not None and self._stop_requested is not None:
             self._loop.call_soon_threadsafe(self._stop_requested.set)
         if self._thread is not None:

@@ -70,6 +70,7 @@ class GroupCommitWriter:
         self._pending: deque[_Item] = deque()
         self._pending_bytes = 0
         self._closing = False
+        self._draining = False  # stop waiting for the timer: shutdown has begun
         self._thread: threading.Thread | None = None
         self._counters: Counter = Counter()
 
@@ -82,6 +83,13 @@ class GroupCommitWriter:
                 self._thread = threading.Thread(target=self._run, name="tenantry-landing-writer", daemon=True)
                 self._thread.start()
         return self
+
+    def drain(self) -> None:
+        """Write whatever is waiting now, and from now on without waiting for the timer
+        (shutdown: in-flight requests get their acknowledgement without the group delay)."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop accepting, write everything already submitted, and join the writer thread."""
@@ -135,7 +143,7 @@ class GroupCommitWriter:
             if not self._pending:
                 return None
             deadline = self._pending[0].arrived + self.flush_interval_s
-            while not self._closing and self._pending_bytes < self.flush_bytes:
+            while not (self._closing or self._draining) and self._pending_bytes < self.flush_bytes:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -119,12 +119,11 @@ def test_malformed_json_is_a_decode_error_that_says_why(body, match):
 
 
 def test_deeply_nested_json_attribute_values_are_rejected_not_a_crash():
-    value: dict = {"stringValue": "leaf"}
-    for _ in range(300):
-        value = {"kvlistValue": {"values": [{"key": "k", "value": value}]}}
-    body = {"resourceSpans": [{"resource": {"attributes": [{"key": "deep", "value": value}]}}]}
+    depth = 300
+    value = '{"kvlistValue": {"values": [{"key": "k", "value": ' * depth + '{"stringValue": "leaf"}' + "}]}}" * depth
+    body = '{"resourceSpans": [{"resource": {"attributes": [{"key": "deep", "value": %s}]}}]}' % value
     with pytest.raises(OtlpDecodeError):
-        _parse("traces", json.dumps(body).encode(), "json")
+        _parse("traces", body.encode(), "json")
 
 
 @pytest.mark.parametrize("body", [b"\x0a\xff\xff\xff\xff\x0f", b"\xff" * 32, b"\x0a\x05abc"])

@@ -33,7 +33,7 @@ def test_a_batch_is_cut_when_it_reaches_flush_bytes(tmp_path):
     w = GroupCommitWriter(tmp_path, flush_interval_s=5.0, flush_bytes=1000).start()
     try:
         t0 = time.monotonic()
-        futures = [w.submit("logs", bytes([i]) * 400) for i in range(5)]
+        futures = [w.submit("logs", bytes([i]) * 400) for i in range(6)]
         for f in futures:
             f.result(timeout=5)
         # the size trigger, not the 5 s timer, wrote them
@@ -41,7 +41,7 @@ def test_a_batch_is_cut_when_it_reaches_flush_bytes(tmp_path):
     finally:
         w.close()
     assert w.stats()["segments_written"] >= 2
-    assert len(_landed(tmp_path)) == 5
+    assert len(_landed(tmp_path)) == 6
 
 
 def test_a_failed_write_fails_every_request_in_the_batch_and_lands_nothing(tmp_path):

@@ -1,0 +1,142 @@
+"""Receiver throughput and latency: OTLP/HTTP (protobuf, JSON) and OTLP/gRPC, concurrent clients.
+
+The receiver runs in its own process (so client and server do not share a GIL) with the
+default 50 ms group commit. Each run is bounded by a request count and a time limit.
+
+    .venv/bin/python benchmarks/receiver.py [--requests 2000] [--concurrency 32] [--spans 100]
+
+Prints requests/s, spans/s, MB/s, p50/p99 acknowledgement latency and requests per segment.
+The baseline is one segment per request (no group commit): requests/segment is the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER = """
+import sys
+from tenantry.receiver import Receiver
+r = Receiver(sys.argv[1], http_listen="127.0.0.1:0", grpc_listen="127.0.0.1:0").start()
+print(r.http_port, r.grpc_port, flush=True)
+sys.stdin.read()
+import json; print(json.dumps(r.stop()), flush=True)
+"""
+
+
+def make_request(n_spans: int, i: int) -> trace_service_pb2.ExportTraceServiceRequest:
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.append(common_pb2.KeyValue(key="tenant.id", value=common_pb2.AnyValue(string_value="acme")))
+    ss = rs.scope_spans.add()
+    for j in range(n_spans):
+        ss.spans.append(trace_pb2.Span(
+            trace_id=i.to_bytes(8, "big") + j.to_bytes(8, "big"), span_id=j.to_bytes(8, "big"),
+            name=f"GET /api/items/{j % 10}", start_time_unix_nano=1_700_000_000_000_000_000 + j,
+            end_time_unix_nano=1_700_000_000_050_000_000 + j, kind=2,
+            attributes=[common_pb2.KeyValue(key="http.route", value=common_pb2.AnyValue(string_value="/api/items"))],
+        ))
+    return req
+
+
+async def run_http(port: int, bodies: list[bytes], ctype: str, concurrency: int, deadline: float) -> list[float]:
+    sem = asyncio.Semaphore(concurrency)
+    lat: list[float] = []
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as c:
+        async def one(body: bytes) -> None:
+            async with sem:
+                if time.monotonic() > deadline:
+                    return
+                t0 = time.monotonic()
+                r = await c.post(f"http://127.0.0.1:{port}/v1/traces", content=body, headers={"content-type": ctype})
+                assert r.status_code == 200, r.text
+                lat.append(time.monotonic() - t0)
+        await asyncio.gather(*(one(b) for b in bodies))
+    return lat
+
+
+async def run_grpc(port: int, bodies: list[bytes], concurrency: int, deadline: float) -> list[float]:
+    sem = asyncio.Semaphore(concurrency)
+    lat: list[float] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        export = ch.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+
+        async def one(body: bytes) -> None:
+            async with sem:
+                if time.monotonic() > deadline:
+                    return
+                t0 = time.monotonic()
+                await export(body, timeout=30)
+                lat.append(time.monotonic() - t0)
+        await asyncio.gather(*(one(b) for b in bodies))
+    return lat
+
+
+def report(name: str, lat: list[float], elapsed: float, spans: int, nbytes: int) -> None:
+    n = len(lat)
+    q = statistics.quantiles(lat, n=100) if n > 1 else [lat[0]] * 99
+    print(f"{name:14s} {n:6d} req  {n / elapsed:8.0f} req/s  {n * spans / elapsed:9.0f} spans/s  "
+          f"{n * nbytes / elapsed / 2**20:6.1f} MiB/s  p50 {q[49] * 1000:5.0f} ms  p99 {q[98] * 1000:5.0f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--spans", type=int, default=100)
+    ap.add_argument("--max-seconds", type=float, default=30.0, help="per scenario")
+    args = ap.parse_args()
+    reqs = [make_request(args.spans, i) for i in range(args.requests)]
+    pb = [r.SerializeToString() for r in reqs]
+    js = []
+    for r in reqs:  # OTLP/JSON: hex ids, as clients send them
+        d = json_format.MessageToDict(r)
+        for span in d["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+            span["traceId"] = bytes(r.resource_spans[0].scope_spans[0].spans[0].trace_id).hex()
+            span["spanId"] = "00" * 8
+        js.append(json.dumps(d).encode())
+    with tempfile.TemporaryDirectory() as landing:
+        proc = subprocess.Popen([sys.executable, "-c", SERVER, landing], cwd=REPO, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            http_port, grpc_port = map(int, proc.stdout.readline().split())
+            print(f"{args.requests} requests x {args.spans} spans ({len(pb[0])} B protobuf, {len(js[0])} B JSON), "
+                  f"concurrency {args.concurrency}, 2 cores shared by client and server")
+            total = 0
+            for name, coro, nbytes in [
+                ("http protobuf", lambda d: run_http(http_port, pb, "application/x-protobuf", args.concurrency, d), len(pb[0])),
+                ("http json", lambda d: run_http(http_port, js, "application/json", args.concurrency, d), len(js[0])),
+                ("grpc", lambda d: run_grpc(grpc_port, pb, args.concurrency, d), len(pb[0])),
+            ]:
+                t0 = time.monotonic()
+                lat = asyncio.run(coro(t0 + args.max_seconds))
+                report(name, lat, time.monotonic() - t0, args.spans, nbytes)
+                total += len(lat)
+            proc.stdin.close()
+            stats = json.loads(proc.stdout.readline())
+        finally:
+            proc.kill()
+        print(f"segments written {stats['segments_written']} for {stats['records_written']} requests: "
+              f"{stats['records_written'] / max(1, stats['segments_written']):.1f} requests/segment "
+              f"(baseline without group commit: 1.0)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""``sample``: tier-aware head sampling of spans for storage, with exact re-weighting.
+
+Spans only; every other table passes through untouched. For each span:
+
+1. errors (``status_code == "error"``, when ``keep_errors``) and slow spans (``duration_ms >=
+   slow_ms``) are always kept, weight unchanged;
+2. every other span is kept with probability ``P = tiers[tenant_tier]`` percent
+   (``default_percent`` for tiers not listed and for spans without a tier). The decision is a
+   threshold on the low 56 bits of the ``trace_id`` (as in OpenTelemetry's consistent probability
+   sampling), so all spans of a trace with one P are kept or dropped together, on any host, in any
+   run, and a trace kept at 10% is also kept at 50%;
+3. a span kept by probability gets ``sample_weight *= 100 / P``, so ``sum(sample_weight)`` over
+   kept spans is an unbiased count of all spans (SRE request and error rates are re-weighted with
+   it). Weights multiply, so spans already sampled upstream stay exact.
+
+Spans left out are **not** quarantined: they are counted as ``sampled_out`` per tenant and in
+``Result.sampled_out``, so ``input == kept + quarantined + sampled_out``. Spans whose ``trace_id``
+is not 32 lower-case hex characters cannot be sampled consistently and are kept with their
+weight (``validate`` quarantines spans with no trace id). Usage extraction runs before sampling
+(the pipeline's order), so sampling never changes what is billed.
+
+Example (every option, with example values)::
+
+    processors:
+      - sample:
+          tiers: {free: 10, pro: 50, enterprise: 100}
+          default_percent: 100
+          keep_errors: true
+          slow_ms: 1000           # null: no slow-span rule
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, field_validator
+
+from collector_processors import base, maps
+from collector_processors.base import Processor, Result
+from collector_processors.options import Options
+from tenantry import schemas
+
+_LUT = np.zeros(256, dtype=np.uint64)
+_LUT[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint64)
+_LUT[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+_TWO_56 = float(1 << 56)
+
+
+class SampleOptions(Options):
+    #: tier -> percent of ordinary spans kept (0-100)
+    tiers: dict[str, float] = Field(default_factory=dict)
+    #: percent kept for tiers not listed and spans without a tier
+    default_percent: float = Field(default=100.0, ge=0, le=100)
+    #: always keep spans with status_code error
+    keep_errors: bool = True
+    #: always keep spans at least this slow, in milliseconds (null: off)
+    slow_ms: float | None = Field(default=1000.0, ge=0)
+
+    @field_validator("tiers")
+    @classmethod
+    def _percents(cls, v: dict[str, float]) -> dict[str, float]:
+        for tier, p in v.items():
+            if not 0 <= p <= 100:
+                raise ValueError(f"{tier}: expected a percent between 0 and 100; got {p!r}")
+        return v
+
+
+class Sample(Processor):
+    """Keep errors, slow spans and P% of traces per tier; weight kept spans by 100/P."""
+
+    type_name = "sample"
+
+    def __init__(self, name: str | None = None, options: Mapping | SampleOptions | None = None):
+        super().__init__(name)
+        self.options = options if isinstance(options, SampleOptions) else SampleOptions.build(options, self.name)
+        self._tier_names = pa.array(list(self.options.tiers), pa.string())
+        self._tier_pct = np.array(list(self.options.tiers.values()) + [self.options.default_percent], dtype=np.float64)
+
+    def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
+        batch = base.as_table(batch)
+        if table != "spans" or batch.num_rows == 0:
+            return Result(batch, schemas.empty("quarantine"), base.count_by_tenant(batch, self.name, base.KEPT))
+        n = batch.num_rows
+        pct = self._percent(batch)
+        always = self._always(batch)
+        h, hashable = trace_hash(batch.column("trace_id"))
+        by_chance = hashable & ~always & ((pct >= 100.0) | (h.astype(np.float64) < pct / 100.0 * _TWO_56))
+        keep = always | ~hashable | by_chance
+        weight = np.asarray(pc.fill_null(batch.column("sample_weight"), 1.0).to_numpy(zero_copy_only=False), np.float64)
+        # a span kept by chance has pct > 0, so the division is safe where it is used
+        factor = np.where(by_chance & (pct < 100.0), 100.0 / np.maximum(pct, 1e-9), 1.0)
+        out = batch.set_column(
+            batch.schema.get_field_index("sample_weight"),
+            batch.schema.field("sample_weight"),
+            pa.array(weight * factor, pa.float64()),
+        )
+        stats: Counter = Counter()
+        kept = out if keep.all() else out.filter(pa.array(keep))
+        dropped = n - kept.num_rows
+        if dropped:
+            stats.update(base.count_by_tenant(batch.filter(pa.array(~keep)), self.name, base.SAMPLED_OUT))
+        stats.update(base.count_by_tenant(kept, self.name, base.KEPT))
+        return Result(kept, schemas.empty("quarantine"), stats, sampled_out=dropped)
+
+    def _percent(self, batch: pa.Table) -> np.ndarray:
+        if not len(self._tier_names):
+            return np.full(batch.num_rows, self.options.default_percent)
+        idx = pc.fill_null(pc.index_in(batch.column("tenant_tier"), value_set=self._tier_names), len(self._tier_names))
+        return self._tier_pct[maps.flat(idx).to_numpy(zero_copy_only=False)]
+
+    def _always(self, batch: pa.Table) -> np.ndarray:
+        o = self.options
+        m = np.zeros(batch.num_rows, dtype=bool)
+        if o.keep_errors:
+            m |= maps.np_bool(pc.equal(batch.column("status_code"), "error"))
+        if o.slow_ms is not None:
+            dur = batch.column("duration_ms")
+            if dur.null_count:
+                span_ns = pc.cast(pc.subtract(batch.column("end_time"), batch.column("start_time")), pa.int64())
+                dur = pc.coalesce(dur, pc.divide(pc.cast(span_ns, pa.float64()), 1e6))
+            m |= maps.np_bool(pc.greater_equal(dur, o.slow_ms))
+        return m
+
+
+def trace_hash(trace_id: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The low 56 bits of each 32-hex-digit trace id, and a mask of the ids that had them."""
+    ids = maps.flat(trace_id)
+    n = len(ids)
+    ok = maps.np_bool(pc.match_substring_regex(ids, "^[0-9a-f]{32}$"))
+    h = np.zeros(n, dtype=np.uint64)
+    if not ok.any():
+        return h, ok
+    good = maps.flat(ids.filter(pa.array(ok))) if not ok.all() else ids
+    offsets = np.frombuffer(good.buffers()[1], dtype=np.int32)[good.offset : good.offset + len(good) + 1]
+    data = np.frombuffer(good.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + 32 * len(good)]
+    nib = _LUT[data.reshape(len(good), 32)[:, 18:]]  # last 14 hex digits = 56 bits
+    shifts = np.arange(13, -1, -1, dtype=np.uint64) * np.uint64(4)
+    h[ok] = np.bitwise_or.reduce(nib << shifts, axis=1)
+    return h, ok

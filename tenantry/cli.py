@@ -1,0 +1,223 @@
+"""The ``tenantry`` command line: a thin layer over the library (every command calls one function).
+
+Run ``tenantry --help`` or ``tenantry COMMAND --help``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from tenantry import clirender
+
+log = logging.getLogger("tenantry")
+
+
+def _quiet_third_party_logs() -> None:
+    # Beam warns at import time about optional GCP libraries that tenantry never uses.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("tenantry").setLevel(logging.INFO)
+
+
+def _load_config(path: str | None):
+    from tenantry import config
+
+    try:
+        return config.load(path)
+    except config.ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tenantry")
+def main() -> None:
+    """tenantry: per-tenant usage, SRE, security and cost from OpenTelemetry data.
+
+    \b
+    Typical flow:
+      tenantry collect --landing ./landing            # receive OTLP from apps
+      tenantry run batch --input ./landing --warehouse ./wh
+      tenantry query --warehouse ./wh "select * from tenant_sre_hourly"
+    """
+    _quiet_third_party_logs()
+
+
+# -- collect ------------------------------------------------------------------------------------
+
+
+def _hostport(value: str, option: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise click.BadParameter(f"expected HOST:PORT (e.g. 127.0.0.1:4318), got {value!r}", param_hint=option)
+    return host or "127.0.0.1", int(port)
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:4318", show_default=True, help="OTLP/HTTP address (HOST:PORT).")
+@click.option("--grpc-listen", default="127.0.0.1:4317", show_default=True,
+              help="OTLP/gRPC address (HOST:PORT); 'off' to disable.")
+@click.option("--landing", required=True, type=click.Path(file_okay=False), help="Landing folder for segments.")
+@click.option("--max-body-bytes", default=16 * 2**20, show_default=True, type=click.IntRange(1024),
+              help="Largest request accepted, also after decompression.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="tenantry.yaml")
+@click.option("--allow-remote", is_flag=True, help="Allow listening on a non-loopback address.")
+def collect(listen, grpc_listen, landing, max_body_bytes, config_path, allow_remote):
+    """Run the OTLP receiver (HTTP and gRPC) and land what it accepts durably."""
+    from tenantry.receiver import Receiver
+
+    _load_config(config_path)  # fail at start-up on a bad config
+    _hostport(listen, "--listen")
+    grpc = None if grpc_listen == "off" else grpc_listen
+    if grpc:
+        _hostport(grpc, "--grpc-listen")
+    rec = Receiver(Path(landing), http_listen=listen, grpc_listen=grpc, max_body_bytes=max_body_bytes,
+                   allow_remote=allow_remote)
+    click.echo(f"tenantry collect: landing in {landing}; OTLP/HTTP on {listen}"
+               + (f", OTLP/gRPC on {grpc}" if grpc else "") + " (Ctrl-C to stop)")
+    rec.serve_forever()
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+
+@main.group()
+def run() -> None:
+    """Run a pipeline (batch now; stream keeps running)."""
+
+
+@run.command("batch", context_settings={"ignore_unknown_options": True})
+@click.option("--input", "inputs", multiple=True, required=True, type=click.Path(),
+              help="Landing folder or OTLP/Parquet file; repeat for more.")
+@click.option("--warehouse", required=True, type=click.Path(file_okay=False), help="Warehouse folder.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="tenantry.yaml")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
+def run_batch_cmd(inputs, warehouse, config_path, fmt, beam_args):
+    """Process inputs into the warehouse on Beam (in-process by default).
+
+    Extra arguments go to Beam, e.g. `-- --runner=PortableRunner --job_endpoint=localhost:8099`.
+    Re-running over the same inputs adds nothing.
+    """
+    from pipelines.batch import run_batch
+    from pipelines.io import InputError
+    from tenantry.warehouse import WarehouseError
+
+    cfg = _load_config(config_path)
+    try:
+        with clirender.progress(f"batch run over {len(inputs)} input path(s)"):
+            report = run_batch(list(inputs), warehouse, cfg, list(beam_args))
+    except (InputError, WarehouseError) as e:
+        raise click.ClickException(str(e)) from None
+    clirender.print_run_report(report, warehouse, fmt)
+
+
+# -- query --------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--warehouse", required=True, type=click.Path(file_okay=False), help="Warehouse folder.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--tenant", help="Scope every view to this one tenant.")
+@click.option("--max-rows", default=1000, show_default=True, type=click.IntRange(1), help="Rows shown in a table.")
+@click.argument("sql")
+def query(warehouse, fmt, tenant, max_rows, sql):
+    """Run SQL on the warehouse (read-only) and print the result."""
+    from tenantry import querying
+    from tenantry.warehouse import WarehouseError
+
+    try:
+        result = querying.run(warehouse, sql, tenant=tenant)
+    except (WarehouseError, querying.QueryError) as e:
+        raise click.ClickException(str(e)) from None
+    clirender.print_result(result, fmt, max_rows)
+
+
+@main.command()
+@click.option("--warehouse", required=True, type=click.Path(file_okay=False), help="Warehouse folder.")
+def views(warehouse):
+    """List the views of a warehouse with their columns."""
+    from tenantry import querying
+    from tenantry.warehouse import WarehouseError
+
+    try:
+        result = querying.describe_views(warehouse)
+    except WarehouseError as e:
+        raise click.ClickException(str(e)) from None
+    clirender.print_result(result, "table", 10_000)
+
+
+# -- processors ---------------------------------------------------------------------------------
+
+
+@main.group()
+def processors() -> None:
+    """Inspect the processor chain."""
+
+
+@processors.command("check")
+@click.argument("config_path", type=click.Path(dir_okay=False))
+def processors_check(config_path):
+    """Validate tenantry.yaml's processors and print the chain in order."""
+    cfg = _load_config(config_path)
+    from collector_processors.base import ProcessorConfigError
+
+    try:
+        from collector_processors.registry import build_chain, describe_chain
+    except ImportError:
+        raise click.ClickException("collector_processors.registry is not available in this build") from None
+    try:
+        chain = build_chain(cfg)
+    except ProcessorConfigError as e:
+        raise click.ClickException(f"{config_path}: {e}") from None
+    clirender.print_chain(describe_chain(chain), config_path)
+
+
+# -- dashboards ---------------------------------------------------------------------------------
+
+
+@main.group()
+def dashboard() -> None:
+    """Build dashboards from dashboards/ definitions."""
+
+
+@dashboard.command("build")
+@click.option("--warehouse", required=True, type=click.Path(file_okay=False), help="Warehouse folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the HTML pages.")
+@click.option("--tenant", help="Only this tenant's pages, with only its data.")
+def dashboard_build(warehouse, out, tenant):
+    """Write self-contained HTML dashboards (charts work offline) and an index page."""
+    from tenantry import dashboards
+    from tenantry.warehouse import WarehouseError
+
+    try:
+        pages = dashboards.build(warehouse, out, tenant=tenant)
+    except (WarehouseError, dashboards.DashboardError) as e:
+        raise click.ClickException(str(e)) from None
+    for p in pages:
+        click.echo(str(p))
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--dir", "directory", default="./tenantry-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Where everything the demo makes goes.")
+@click.option("--requests", "n_requests", default=600, show_default=True, type=click.IntRange(10, 100_000),
+              help="Requests the sample app serves.")
+def demo(directory, n_requests):
+    """Receive, process and show a multi-tenant sample app's telemetry, end to end."""
+    from tenantry.demo import run as demo_run
+
+    try:
+        demo_run.run(Path(directory), n_requests=n_requests)
+    except demo_run.DemoError as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""ExportLogsServiceRequest (lite class) -> the ``logs`` and ``usage_events`` tables.
+
+A log record whose ``event_name`` (or attribute ``event.name``) is ``tenantry.usage`` is a usage
+event: it goes to ``usage_events`` (or quarantine) instead of ``logs``, never to both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tenantry import schemas
+from tenantry.otlp import columns as C
+from tenantry.otlp.anyvalue import AttributeValueError, value_text
+from tenantry.otlp.attrs import decode_attribute_lists
+from tenantry.otlp.usage import extract_usage
+
+
+def _body_text(record, i: int, bad: dict) -> str | None:
+    if not record.HasField("body"):
+        return None
+    try:
+        return value_text(record.body)
+    except (AttributeValueError, RecursionError) as e:
+        bad.setdefault(i, f"log body: {e}")
+        return None
+
+
+def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(logs, usage_events, quarantine) for one request."""
+    res_lists, scope_names, scope_res, scope_sizes, records = [], [], [], [], []
+    for ri, rl in enumerate(req.resource_logs):
+        res_lists.append(rl.resource.attributes)
+        for sl in rl.scope_logs:
+            group = sl.log_records
+            scope_names.append(sl.scope.name or None)
+            scope_res.append(ri)
+            scope_sizes.append(len(group))
+            records.extend(group)
+    n = len(records)
+    if n == 0:
+        return schemas.empty("logs"), schemas.empty("usage_events"), schemas.empty("quarantine")
+
+    res = C.Resources(res_lists)
+    scope_idx = C.group_index(scope_sizes)
+    res_idx = pa.array(scope_res, pa.int64()).take(scope_idx)
+    attrs = decode_attribute_lists([r.attributes for r in records])
+    bad = dict(attrs.bad)
+    raw_time = [r.time_unix_nano for r in records]
+    raw_observed = [r.observed_time_unix_nano for r in records]
+    time, time_big = C.timestamps(raw_time)
+    observed, observed_big = C.timestamps(raw_observed)
+    C.note_bad(bad, time_big, "time_unix_nano is beyond the int64 nanosecond range (year 2262)")
+    C.note_bad(bad, observed_big, "observed_time_unix_nano is beyond the int64 nanosecond range (year 2262)")
+    t_ns = np.where(time_big, 0, np.array(raw_time, np.uint64).view(np.int64))
+    o_ns = np.where(observed_big, 0, np.array(raw_observed, np.uint64).view(np.int64))
+    event_time = np.where(t_ns != 0, t_ns, o_ns)
+    event_names = [r.event_name or None for r in records]
+    severity = np.array([r.severity_number for r in records], np.int64)
+
+    who = C.attribution(attrs, res, res_idx)
+    table = pa.Table.from_arrays(
+        [
+            who["tenant_id"],
+            who["tenant_tier"],
+            who["user_id"],
+            res.service_name.take(res_idx),
+            time,
+            observed,
+            pa.array(severity.astype(np.int32)),
+            pa.array([r.severity_text or None for r in records], pa.string()),
+            pa.array([_body_text(r, i, bad) for i, r in enumerate(records)], pa.string()),
+            pa.array(event_names, pa.string()),
+            C.hex_ids([r.trace_id for r in records]),
+            C.hex_ids([r.span_id for r in records]),
+            attrs.attributes,
+            res.attrs.attributes.take(res_idx),
+            pa.array(scope_names, pa.string()).take(scope_idx),
+            C.constant(ingest_batch, n),
+        ],
+        schema=schemas.LOGS,
+    )
+    is_usage = pc.or_(
+        pc.equal(table.column("event_name"), schemas.USAGE_EVENT_NAME),
+        pc.equal(attrs.lookup("event.name"), schemas.USAGE_EVENT_NAME),
+    )
+    is_usage = pc.fill_null(is_usage, False).to_numpy(zero_copy_only=False)
+    malformed = np.zeros(n, bool)
+    malformed[list(bad)] = True
+    quarantine = [schemas.empty("quarantine")]
+    for table_name, mask in (("logs", ~is_usage), ("usage_events", is_usage)):
+        sel = np.flatnonzero(mask & malformed)
+        if len(sel):
+            rows = table.take(pa.array(sel, pa.int64()))
+            quarantine.append(C.quarantine_rows(table_name, rows, schemas.Reason.MALFORMED_RECORD,
+                                                [bad[i] for i in sel.tolist()]))
+    usage, usage_q = extract_usage(table, attrs, np.flatnonzero(is_usage & ~malformed), event_time)
+    quarantine.append(usage_q)
+    logs = table.filter(pa.array(~is_usage & ~malformed))
+    return logs, usage, pa.concat_tables(quarantine)
