@@ -169,7 +169,7 @@ class AttributeTenant(Processor):
             return Result(batch, schemas.empty("quarantine"))
         resolved = self._resolve(batch)
         missing = pc.is_null(resolved)
-        well_formed = pc.fill_null(pc.match_substring_regex(resolved, TENANT_ID_RE.pattern), False)
+        well_formed = pa.array(maps.match_any(resolved, TENANT_ID_RE.pattern))
         invalid = pc.and_(pc.invert(missing), pc.invert(well_formed))
         if self.catalog:
             unknown = pc.and_(well_formed, pc.invert(pc.is_in(resolved, value_set=self._catalog_ids)))
@@ -221,7 +221,7 @@ class AttributeTenant(Processor):
             tier = batch.column("tenant_tier")
             if "attributes" in batch.column_names:
                 tier = pc.coalesce(tier, maps.lookup(batch.column("attributes"), self.options.tier_key))
-            ok = pc.fill_null(pc.match_substring_regex(tier, _TIER_RE), False)
+            ok = pa.array(maps.match_any(tier, _TIER_RE))
             tier = pc.if_else(ok, tier, pa.scalar(None, pa.string()))
         return pc.if_else(accepted, tier, pa.scalar(None, pa.string()))
 

@@ -155,7 +155,7 @@ def quarantine_rows(
     n = rows.num_rows
     if n == 0:
         return schemas.empty("quarantine")
-    raw = [json.dumps(r, default=str, ensure_ascii=False) for r in rows.to_pylist()]
+    raw = _raw_json(rows)
 
     def col(name: str, typ=pa.string()):
         return rows.column(name) if name in rows.column_names else pa.nulls(n, typ)
@@ -184,6 +184,23 @@ def quarantine_rows(
         ],
         schema=schemas.QUARANTINE,
     )
+
+
+def _raw_json(rows: pa.Table) -> list[str]:
+    """Each row as JSON. Timestamps become ISO text first (nanoseconds do not fit ``datetime``)."""
+    cols = []
+    for field, col in zip(rows.schema, rows.columns):
+        if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):
+            col = col.cast(pa.string())
+        cols.append(col)
+    plain = pa.Table.from_arrays(cols, names=rows.column_names)
+    out = []
+    for r in plain.to_pylist():
+        try:
+            out.append(json.dumps(r, default=str, ensure_ascii=False))
+        except (TypeError, ValueError):  # e.g. lone surrogates: keep a lossless-enough repr
+            out.append(json.dumps({"repr": repr(r)}))
+    return out
 
 
 def count_by_tenant(batch: pa.Table, processor: str, outcome: str) -> Counter:

@@ -76,8 +76,8 @@ class LimitCardinality(Processor):
         self._window_ns = max(1, int(o.window.total_seconds() * 1e9))
         self._keys = None if o.keys is None else pa.array(o.keys, pa.string())
         self._exclude = pa.array(o.exclude_keys, pa.string())
-        # window -> (admitted "group\x00value" strings, admitted count per group string)
-        self._state: dict[int, tuple[list[pa.Array], Counter]] = {}
+        # window -> {(tenant, key): (admitted values, how many)}
+        self._state: dict[int, dict[tuple[str, str], tuple[pa.Array, int]]] = {}
 
     def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
         batch = base.as_table(batch)
@@ -104,68 +104,74 @@ class LimitCardinality(Processor):
         if not sel.any():
             return None, None
         idx = np.nonzero(sel)[0]
-        pidx = pa.array(e.parent[idx])
-        tenant = maps.flat(pc.take(batch.column("tenant_id"), pidx))
-        t = batch.column(_TIME[table])
-        window = pc.fill_null(pc.divide(pc.cast(t, pa.int64()), self._window_ns), -1)
-        window = maps.flat(pc.take(window, pidx)).to_numpy(zero_copy_only=False)
-        keys = e.keys.take(pa.array(idx))
-        values = e.values.take(pa.array(idx))
-        admitted = np.zeros(len(idx), dtype=bool)
-        for w in np.unique(window):
-            m = window == w
-            admitted[m] = self._admit(int(w), tenant.filter(pa.array(m)), keys.filter(pa.array(m)), values.filter(pa.array(m)))
+        parent = e.parent[idx]
+        # everything becomes small integer codes; strings are touched only per distinct value
+        tenc = pc.dictionary_encode(maps.flat(batch.column("tenant_id")))
+        tcode = tenc.indices.to_numpy(zero_copy_only=False).astype(np.int64)[parent]
+        t_ns = pc.fill_null(pc.cast(batch.column(_TIME[table]), pa.int64()), -1)
+        wrow = np.where(maps.flat(t_ns).to_numpy(zero_copy_only=False) < 0, -1, maps.flat(t_ns).to_numpy(zero_copy_only=False) // self._window_ns)
+        wuniq, wcode_row = np.unique(wrow, return_inverse=True)
+        wcode = wcode_row.astype(np.int64)[parent]
+        kenc = pc.dictionary_encode(e.keys.take(pa.array(idx)))
+        venc = pc.dictionary_encode(e.values.take(pa.array(idx)))
+        kcode = kenc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        vcode = venc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        n_t, n_k, n_v = len(tenc.dictionary), len(kenc.dictionary), len(venc.dictionary)
+        genc = pc.dictionary_encode(pa.array((wcode * n_t + tcode) * n_k + kcode))
+        gcode = genc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        cenc = pc.dictionary_encode(pa.array(gcode * n_v + vcode))  # distinct (group, value), first seen first
+        combos = cenc.dictionary.to_numpy(zero_copy_only=False)
+        admitted = self._admit(
+            combos // n_v, combos % n_v, genc.dictionary.to_numpy(zero_copy_only=False),
+            (n_t, n_k), wuniq, tenc.dictionary, kenc.dictionary, venc.dictionary,
+        )[cenc.indices.to_numpy(zero_copy_only=False)]
         if admitted.all():
             return None, None
-        over = idx[~admitted]
+        over = np.zeros(len(e), dtype=bool)
+        over[idx[~admitted]] = True
         new_values = pc.replace_with_mask(
-            e.values, pa.array(np.isin(np.arange(len(e)), over)), pa.array([schemas.OVERFLOW] * len(over), pa.string())
+            e.values, pa.array(over), pa.array([schemas.OVERFLOW] * int(over.sum()), pa.string())
         )
-        return e.rebuild(new_values), tenant.filter(pa.array(~admitted))
+        tenant_of_over = pc.take(tenc.dictionary, pa.array(tcode[~admitted]))
+        return e.rebuild(new_values), tenant_of_over
 
-    def _admit(self, window: int, tenant: pa.Array, keys: pa.Array, values: pa.Array) -> np.ndarray:
-        """Admit values in order of first appearance until each (tenant, key) group is full."""
-        admitted_arrays, group_count = self._window_state(window)
-        # "tenant \0 <key length>:key" names a group without ambiguity (tenant ids hold no \0)
-        klen = pc.cast(pc.binary_length(keys), pa.string())
-        group = pc.binary_join_element_wise(tenant, pc.binary_join_element_wise(klen, keys, ":"), "\x00")
-        combo = pc.binary_join_element_wise(group, values, "\x00")
-        enc = pc.dictionary_encode(combo)
-        codes = enc.indices.to_numpy(zero_copy_only=False)
-        uniq = enc.dictionary  # in order of first appearance
-        known = np.zeros(len(uniq), dtype=bool)
-        if admitted_arrays:
-            known = maps.np_bool(pc.is_in(uniq, value_set=pa.chunked_array(admitted_arrays)))
-        new = np.nonzero(~known)[0]
-        if len(new):
-            _, first = np.unique(codes, return_index=True)  # first entry of each unique combo
-            genc = pc.dictionary_encode(pc.take(group, pa.array(first[new])))
-            gcodes = genc.indices.to_numpy(zero_copy_only=False)
-            gnames = genc.dictionary.to_pylist()  # the groups with new values: few
-            room = np.array([self.options.max_values - group_count[g] for g in gnames], dtype=np.int64)
-            # rank of each new value within its group, in order of first appearance
-            order = np.argsort(gcodes, kind="stable")
-            sorted_codes = gcodes[order]
-            starts = np.searchsorted(sorted_codes, sorted_codes, side="left")
-            rank = np.empty(len(new), dtype=np.int64)
-            rank[order] = np.arange(len(new)) - starts
-            ok = rank < room[gcodes]
-            if ok.any():
-                for g, n in zip(gnames, np.bincount(gcodes[ok], minlength=len(gnames))):
-                    group_count[g] += int(n)
-                admitted_arrays.append(uniq.take(pa.array(new[ok])))
-                known[new[ok]] = True
-        return known[codes]
+    def _admit(self, cg, cv, groups, sizes, wuniq, tdict, kdict, vdict) -> np.ndarray:
+        """Per distinct (group, value): admitted? New values fill each group in order of arrival."""
+        n_t, n_k = sizes
+        ok = np.zeros(len(cg), dtype=bool)
+        order = np.argsort(cg, kind="stable")
+        bounds = np.flatnonzero(np.diff(cg[order])) + 1
+        for sl in np.split(order, bounds):  # one slice per (window, tenant, key) group: few
+            g = int(groups[cg[sl[0]]])
+            w, rest = divmod(g, n_t * n_k)
+            t, k = divmod(rest, n_k)
+            state = self._window_state(int(wuniq[w]))
+            gkey = (tdict[t].as_py(), kdict[k].as_py())
+            admitted_vals, count = state.get(gkey, (None, 0))
+            vals = vdict.take(pa.array(cv[sl]))
+            known = np.zeros(len(sl), dtype=bool)
+            if admitted_vals is not None:
+                known = maps.np_bool(pc.is_in(vals, value_set=admitted_vals))
+            new = ~known
+            room = self.options.max_values - count
+            if room > 0 and new.any():
+                take_new = new & (np.cumsum(new) <= room)
+                fresh = vals.filter(pa.array(take_new))
+                admitted_vals = fresh if admitted_vals is None else pa.concat_arrays([admitted_vals, fresh])
+                state[gkey] = (admitted_vals, count + int(take_new.sum()))
+                known |= take_new
+            ok[sl] = known
+        return ok
 
-    def _window_state(self, window: int):
+    def _window_state(self, window: int) -> dict:
         if window not in self._state:
-            self._state[window] = ([], Counter())
+            self._state[window] = {}
             # forget the oldest windows beyond retain_windows (the no-time bucket -1 is kept)
             live = sorted(w for w in self._state if w >= 0)
             for w in live[: max(0, len(live) - self.options.retain_windows)]:
                 del self._state[w]
         # a late window older than every retained one gets a throw-away state
-        return self._state.get(window) or ([], Counter())
+        return self._state.get(window, {})
 
 
 def _value_counts(arr) -> list[tuple[str, int]]:

@@ -65,6 +65,16 @@ class MapEntries:
         out[self.parent[m]] = True
         return out
 
+    def lookup(self, key: str) -> pa.Array:
+        """The value of ``key`` in each row (null where absent); first occurrence wins."""
+        hit = np.nonzero(np_bool(pc.equal(self.keys, key)))[0]
+        rows = self.parent[hit]
+        first = np.ones(len(hit), dtype=bool)
+        first[1:] = rows[1:] != rows[:-1]  # parents are sorted, so the first entry of a row comes first
+        index = np.full(self.num_rows, -1, dtype=np.int64)
+        index[rows[first]] = hit[first]
+        return self.values.take(pa.array(index, mask=index < 0))
+
     def per_entry(self, column: pa.Array | pa.ChunkedArray) -> pa.Array:
         """A row-level column repeated for each entry (e.g. ``tenant_id`` of every entry)."""
         return pc.take(column, pa.array(self.parent, pa.int64()))
@@ -99,10 +109,11 @@ def np_bool(mask: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
 
 
 def lookup(column: pa.Array | pa.ChunkedArray, key: str) -> pa.Array:
-    """The value of ``key`` in each row's map (null where absent); first occurrence wins."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
-    return pc.map_lookup(column, pa.scalar(key, pa.string()), "first")
+    """The value of ``key`` in each row's map (null where absent); first occurrence wins.
+
+    Faster than ``pc.map_lookup`` on large batches: one string comparison over the flat keys.
+    """
+    return MapEntries.of(column).lookup(key)
 
 
 def flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -110,3 +121,22 @@ def flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(arr, pa.ChunkedArray):
         return arr.combine_chunks() if arr.num_chunks else pa.array([], arr.type)
     return arr
+
+
+def match_any(arr: pa.Array | pa.ChunkedArray, pattern: str) -> np.ndarray:
+    """``pc.match_substring_regex`` per element (nulls False), run once per distinct value.
+
+    Attribute values repeat a lot (routes, methods, service names), so matching the dictionary of
+    distinct values and mapping back is several times faster than matching every value.
+    """
+    arr = flat(arr)
+    if len(arr) == 0:
+        return np.zeros(0, dtype=bool)
+    enc = pc.dictionary_encode(arr)
+    if len(enc.dictionary) == 0:  # all null
+        return np.zeros(len(arr), dtype=bool)
+    if len(enc.dictionary) * 2 > len(arr):  # mostly distinct: matching directly is cheaper
+        return np_bool(pc.match_substring_regex(arr, pattern))
+    hit = np_bool(pc.match_substring_regex(enc.dictionary, pattern))
+    idx = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)
+    return hit[idx] & np_bool(pc.is_valid(arr))

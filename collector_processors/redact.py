@@ -196,7 +196,7 @@ class _Engine:
                     values = pc.replace_with_mask(values, pa.array(blocked), pa.array(new, pa.string()))
                 scan &= ~blocked
         if self.any_pattern and scan.any():
-            cand = maps.np_bool(pc.match_substring_regex(values, self.any_pattern)) & scan
+            cand = maps.match_any(values, self.any_pattern) & scan
             if cand.any():
                 idx = np.nonzero(cand)[0]
                 sub_tenant = pc.take(tenant, pa.array(e.parent[idx]))
@@ -214,7 +214,7 @@ class _Engine:
     def _text(self, column: pa.Array, tenant, counts: Counter) -> pa.Array:
         if not self.any_pattern or len(column) == 0:
             return column
-        cand = maps.np_bool(pc.match_substring_regex(column, self.any_pattern))
+        cand = maps.match_any(column, self.any_pattern)
         if not cand.any():
             return column
         idx = pa.array(np.nonzero(cand)[0])

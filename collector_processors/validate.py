@@ -206,5 +206,15 @@ class Validate(Processor):
 
 
 def _longer(arr, limit: int) -> np.ndarray:
-    """True where a string is longer than ``limit`` characters."""
-    return maps.np_bool(pc.greater(pc.utf8_length(arr), limit))
+    """True where a string is longer than ``limit`` characters.
+
+    Byte lengths come free from the offsets and bound the character count from above, so the
+    UTF-8 count runs only on the (rare) strings with more than ``limit`` bytes.
+    """
+    arr = maps.flat(arr)
+    over_bytes = maps.np_bool(pc.greater(pc.binary_length(arr), limit))
+    if not over_bytes.any():
+        return over_bytes
+    idx = np.nonzero(over_bytes)[0]
+    over_bytes[idx] = maps.np_bool(pc.greater(pc.utf8_length(arr.take(pa.array(idx))), limit))
+    return over_bytes

@@ -13,7 +13,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=False, highlight=False)
+# wide enough for a summary table when output is piped (rich assumes 80 columns then)
+console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False)
 
 

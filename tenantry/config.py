@@ -28,8 +28,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-#: what a tenant id may look like: printable, no quotes, no whitespace, bounded
-TENANT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+from tenantry.conventions import TENANT_ID_RE, TENANT_ID_RULE  # noqa: E402
 
 
 class Tenant(_Model):
@@ -82,8 +81,7 @@ class Config(_Model):
         for tid in v:
             if not TENANT_ID_RE.match(str(tid)):
                 raise ValueError(
-                    f"tenant id {tid!r} is not valid: use 1-128 letters, digits and . _ : @ -, "
-                    "starting with a letter or digit"
+                    f"tenant id {tid!r} is not valid: use {TENANT_ID_RULE}"
                 )
         return v
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 
-from tenantry.schemas import TENANT_ID_KEY, TENANT_TIER_KEY, USER_ID_KEY
+from tenantry.conventions import TENANT_ID_KEY, TENANT_ID_RE, TENANT_ID_RULE, TENANT_TIER_KEY, USER_ID_KEY
 
 #: Longest tenant id, tier or user id accepted, in characters.
 MAX_ID_LENGTH = 128
@@ -66,12 +66,15 @@ def validation_error(value: object, what: str = "tenant id") -> str | None:
     for ch in value:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
             return f"{what} {value!r} contains the control or invisible character U+{ord(ch):04X}"
+    if what == "tenant id" and not TENANT_ID_RE.match(value):
+        # the same rule the pipeline enforces: an id the app may use is one the pipeline accepts
+        return f"{what} {value[:64]!r} is not valid: use {TENANT_ID_RULE}"
     return None
 
 
-def is_valid_id(value: object) -> bool:
-    """True when ``value`` is an acceptable tenant id, tier or user id."""
-    return validation_error(value) is None
+def is_valid_id(value: object, what: str = "tenant id") -> bool:
+    """True when ``value`` is acceptable as ``what`` (tenant ids follow the stricter TENANT_ID_RE)."""
+    return validation_error(value, what) is None
 
 
 @dataclass(frozen=True)
@@ -182,8 +185,8 @@ def tenant_from_baggage(values: Mapping[str, object]) -> TenantInfo | None:
     user_id = values.get(USER_ID_KEY)
     return TenantInfo(
         tenant_id,  # type: ignore[arg-type]
-        tier if is_valid_id(tier) else None,  # type: ignore[arg-type]
-        user_id if is_valid_id(user_id) else None,  # type: ignore[arg-type]
+        tier if is_valid_id(tier, "tenant tier") else None,  # type: ignore[arg-type]
+        user_id if is_valid_id(user_id, "user id") else None,  # type: ignore[arg-type]
     )
 
 

@@ -19,25 +19,25 @@ import enum
 
 import pyarrow as pa
 
-#: tenant_id for telemetry that arrived without (valid) tenant context. Counted, never dropped.
-UNATTRIBUTED = "__unattributed__"
+from tenantry.conventions import (  # noqa: F401  (re-exported: the one definition is there)
+    TENANT_ID_KEY,
+    TENANT_ID_RE,
+    TENANT_TIER_KEY,
+    UNATTRIBUTED,
+    USAGE_ATTR_PREFIX,
+    USAGE_DIMENSION_PREFIX,
+    USAGE_EVENT_ID_KEY,
+    USAGE_EVENT_NAME,
+    USAGE_METER_KEY,
+    USAGE_QUANTITY_KEY,
+    USAGE_UNIT_KEY,
+    USER_ID_KEY,
+)
+
 #: tenant_id for shared cost kept by the platform rather than spread over tenants.
 PLATFORM = "__platform__"
 #: attribute value that replaces values past a cardinality cap.
 OVERFLOW = "__overflow__"
-
-#: Attribute keys the tenantry library stamps on every span, log record and metric point.
-TENANT_ID_KEY = "tenant.id"
-TENANT_TIER_KEY = "tenant.tier"
-USER_ID_KEY = "user.id"
-#: Log event name of a usage event emitted by ``tenantry.record_usage``.
-USAGE_EVENT_NAME = "tenantry.usage"
-USAGE_ATTR_PREFIX = "tenantry.usage."
-USAGE_EVENT_ID_KEY = "tenantry.usage.event_id"
-USAGE_METER_KEY = "tenantry.usage.meter"
-USAGE_QUANTITY_KEY = "tenantry.usage.quantity"
-USAGE_UNIT_KEY = "tenantry.usage.unit"
-USAGE_DIMENSION_PREFIX = "tenantry.usage.dim."
 
 TS = pa.timestamp("ns", tz="UTC")
 ATTRS = pa.map_(pa.string(), pa.string())

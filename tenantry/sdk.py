@@ -48,7 +48,7 @@ from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from tenantry.context import BAGGAGE_ID_ATTRIBUTE, BAGGAGE_MISMATCH_KEY, is_valid_id
-from tenantry.schemas import TENANT_ID_KEY, TENANT_TIER_KEY, USER_ID_KEY
+from tenantry.conventions import TENANT_ID_KEY, TENANT_TIER_KEY, USER_ID_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +71,12 @@ def _tenant_attributes(ctx: otel_context.Context | None, tier_default: str | Non
         return attrs
     attrs[TENANT_ID_KEY] = tenant_id  # type: ignore[assignment]
     tier = bag.get(TENANT_TIER_KEY)
-    if is_valid_id(tier):
+    if is_valid_id(tier, "tenant tier"):
         attrs[TENANT_TIER_KEY] = tier  # type: ignore[assignment]
     elif tier_default is not None:
         attrs[TENANT_TIER_KEY] = tier_default
     user_id = bag.get(USER_ID_KEY)
-    if is_valid_id(user_id):
+    if is_valid_id(user_id, "user id"):
         attrs[USER_ID_KEY] = user_id  # type: ignore[assignment]
     return attrs
 

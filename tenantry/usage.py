@@ -34,7 +34,7 @@ from opentelemetry._logs import NoOpLoggerProvider, SeverityNumber
 from opentelemetry._logs._internal import ProxyLoggerProvider
 
 from tenantry.context import current_tenant, validation_error
-from tenantry.schemas import (
+from tenantry.conventions import (
     USAGE_DIMENSION_PREFIX,
     USAGE_EVENT_ID_KEY,
     USAGE_EVENT_NAME,

@@ -37,7 +37,8 @@ _METRIC_DATA = ("gauge", "sum", "histogram", "exponentialHistogram", "summary")
 
 def _items(obj: dict, camel: str, where: str):
     """(path, element) for each dict in the list ``obj[camel]`` (or its snake_case spelling)."""
-    for key in (camel, _SNAKE.get(camel, camel)):
+    snake = _SNAKE.get(camel, camel)
+    for key in (camel,) if snake == camel else (camel, snake):
         seq = obj.get(key)
         if isinstance(seq, list):
             for i, item in enumerate(seq):
@@ -83,14 +84,23 @@ def _normalize_ids(signal: str, doc: dict) -> None:
                     _fix_ids(link, lp)
 
 
-def parse_json(signal: str, body: bytes | str):
-    """Parse an OTLP/JSON Export*ServiceRequest body; OtlpDecodeError saying what is wrong."""
+def load_json(body: bytes | str):
+    """``json.loads`` with OtlpDecodeError for anything that is not JSON."""
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise OtlpDecodeError(f"body is not valid JSON: {e}") from None
     except RecursionError:
         raise OtlpDecodeError("body is not usable JSON: nested too deeply") from None
+
+
+def parse_json(signal: str, body: bytes | str):
+    """Parse an OTLP/JSON Export*ServiceRequest body; OtlpDecodeError saying what is wrong."""
+    return parse_json_doc(signal, load_json(body))
+
+
+def parse_json_doc(signal: str, doc):
+    """Like :func:`parse_json` for an already loaded JSON document (it is modified in place)."""
     if not isinstance(doc, dict):
         raise OtlpDecodeError(
             f"OTLP/JSON body must be a JSON object with {RESOURCE_FIELD[signal]!r}, got a JSON {type(doc).__name__}")
@@ -110,14 +120,9 @@ def parse_json(signal: str, body: bytes | str):
     return message
 
 
-def detect_signal(doc_or_body) -> str | None:
-    """The signal of an OTLP/JSON document from its top-level key, or None when there is none."""
-    if isinstance(doc_or_body, (bytes, bytearray, str)):
-        try:
-            doc_or_body = json.loads(doc_or_body)
-        except (ValueError, RecursionError):
-            return None
-    if not isinstance(doc_or_body, dict):
+def detect_signal(doc) -> str | None:
+    """The signal of a loaded OTLP/JSON document from its top-level key (None if not exactly one)."""
+    if not isinstance(doc, dict):
         return None
-    found = [s for s, f in RESOURCE_FIELD.items() if f in doc_or_body or _SNAKE[f] in doc_or_body]
+    found = [s for s, f in RESOURCE_FIELD.items() if f in doc or _SNAKE[f] in doc]
     return found[0] if len(found) == 1 else None

@@ -85,10 +85,33 @@ def test_asgi_request_and_its_whole_streaming_response_run_in_the_tenant(tracing
     assert current_tenant() is None
 
 
-def test_asgi_unicode_tenant_sent_as_utf8_bytes_is_resolved():
+def test_asgi_unicode_tenant_sent_as_utf8_bytes_is_decoded_then_refused_with_400():
     inner = Recorder()
-    call_asgi(TenantASGIMiddleware(inner), [(b"x-tenant-id", "租户-é".encode())])
-    assert inner.seen[0].tenant_id == "租户-é"
+    status, body, _ = call_asgi(TenantASGIMiddleware(inner), [(b"x-tenant-id", "租户-é".encode())])
+    assert status == 400
+    error = json.loads(body)
+    assert error["error"] == "invalid_tenant"
+    assert "'租户-é'" in error["message"]  # decoded as UTF-8, not latin-1 mojibake
+    assert inner.seen == []  # fail closed: not passed through, not run without a tenant
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"acme' OR '1'='1", b"Robert'); DROP TABLE tenants;--", b"caf\xe9", b"-acme", b"acme/../globex"],
+    ids=["sql-or", "sql-drop", "latin1", "leading-dash", "path"],
+)
+def test_asgi_tenant_ids_outside_the_tenant_id_rule_answer_400_even_when_optional(raw):
+    inner = Recorder()
+    status, body, _ = call_asgi(TenantASGIMiddleware(inner), [(b"x-tenant-id", raw)])
+    assert status == 400
+    assert json.loads(body)["error"] == "invalid_tenant"
+    assert inner.seen == []
+
+
+def test_asgi_tenant_id_using_the_whole_allowed_alphabet_is_resolved_verbatim():
+    inner = Recorder()
+    call_asgi(TenantASGIMiddleware(inner), [(b"x-tenant-id", b"acme.eu_west:prod@x-1")])
+    assert inner.seen[0].tenant_id == "acme.eu_west:prod@x-1"
 
 
 def test_asgi_missing_tenant_passes_through_without_context_and_calls_on_missing():
@@ -297,6 +320,11 @@ def test_wsgi_missing_invalid_and_required_tenants():
     assert status == "401 Unauthorized" and json.loads(body)["error"] == "tenant_required"
     status, body = call_wsgi(TenantWSGIMiddleware(WSGIRecorder()), HTTP_X_TENANT_ID="x" * 100_000)
     assert status == "400 Bad Request" and len(body) < 400
+    for hostile in ("租户-1".encode().decode("latin-1"), "acme' OR '1'='1"):  # PEP 3333: latin-1 str
+        inner = WSGIRecorder()
+        status, body = call_wsgi(TenantWSGIMiddleware(inner), HTTP_X_TENANT_ID=hostile)
+        assert status == "400 Bad Request" and json.loads(body)["error"] == "invalid_tenant"
+        assert inner.seen == []
 
 
 def test_wsgi_header_wins_over_forged_baggage(tracing):

@@ -78,8 +78,23 @@ def test_header_resolver_refuses_invalid_tenant_values(value):
         HeaderResolver().resolve({"X-Tenant-ID": value}, None)
 
 
-@pytest.mark.parametrize("value", ["租户-1", "acme' OR '1'='1", "Robert'); DROP TABLE tenants;--"])
-def test_header_resolver_keeps_unicode_and_sql_looking_ids_verbatim(value):
+@pytest.mark.parametrize(
+    "value", ["租户-1", "café", "acme' OR '1'='1", "Robert'); DROP TABLE tenants;--", "-acme", "acme/../globex"]
+)
+def test_header_resolver_refuses_unicode_and_sql_looking_ids_fail_closed(value):
+    # tenant ids follow TENANT_ID_RE (the pipeline's rule): not well-formed is refused, never passed on
+    with pytest.raises(TenantContextError, match="is not valid"):
+        HeaderResolver().resolve({"X-Tenant-ID": value}, None)
+
+
+def test_header_resolver_refusal_does_not_fall_through_a_chain():
+    chain = ChainResolver([HeaderResolver(), ApiKeyResolver({"k": "victim"})])
+    with pytest.raises(TenantContextError):
+        chain.resolve({"X-Tenant-ID": "acme' OR '1'='1", "X-API-Key": "k"}, None)
+
+
+@pytest.mark.parametrize("value", ["acme", "ACME-42", "acme.eu_west:prod@x-1", "0", "a" * 128])
+def test_header_resolver_accepts_the_whole_tenant_id_alphabet_verbatim(value):
     assert HeaderResolver().resolve({"X-Tenant-ID": value}, None).tenant_id == value
 
 
@@ -142,6 +157,14 @@ def test_jwt_resolver_refuses_a_valid_token_without_the_tenant_claim():
 def test_jwt_resolver_refuses_a_verified_but_invalid_tenant_value():
     with pytest.raises(TenantContextError):
         JWTClaimResolver(SECRET, algorithms=["HS256"]).resolve(_bearer(_token(tenant_id="a\nb")), None)
+    with pytest.raises(TenantContextError, match="is not valid"):
+        JWTClaimResolver(SECRET, algorithms=["HS256"]).resolve(_bearer(_token(tenant_id="租户")), None)
+
+
+def test_jwt_resolver_keeps_a_unicode_sql_looking_user_id_verbatim_next_to_a_well_formed_tenant():
+    token = _token(sub="用户' OR '1'='1")
+    info = JWTClaimResolver(SECRET, algorithms=["HS256"]).resolve(_bearer(token), None)
+    assert info == TenantInfo("acme", None, "用户' OR '1'='1")
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Basic dXNlcjpwdw=="}, {"Authorization": ""}])
@@ -235,7 +258,13 @@ def test_subdomain_resolver_needs_a_base_domain():
 def test_baggage_resolver_reads_the_w3c_baggage_header_and_ignores_bad_values():
     resolver = BaggageResolver()
     assert resolver.resolve({"baggage": "tenant.id=acme,tenant.tier=pro"}, None) == TenantInfo("acme", "pro")
-    assert resolver.resolve({"baggage": "tenant.id=%E7%A7%9F%E6%88%B7"}, None) == TenantInfo("租户")
+    assert resolver.resolve({"baggage": "tenant.id=acme.eu%3Aprod%40x"}, None) == TenantInfo("acme.eu:prod@x")
+    # not well-formed tenant ids resolve to None (the caller's baggage is not the app's mistake) ...
+    assert resolver.resolve({"baggage": "tenant.id=%E7%A7%9F%E6%88%B7"}, None) is None
+    assert resolver.resolve({"baggage": "tenant.id=acme%27%20OR%20%271%27%3D%271"}, None) is None
+    # ... while unicode / SQL-looking user ids are still kept verbatim next to a well-formed tenant
+    bag = "tenant.id=acme,user.id=%E7%94%A8%E6%88%B7%27%20OR%20%271%27%3D%271"
+    assert resolver.resolve({"baggage": bag}, None) == TenantInfo("acme", None, "用户' OR '1'='1")
     assert resolver.resolve({"baggage": "tenant.id=a%00b"}, None) is None
     assert resolver.resolve({"baggage": "tenant.id=" + "a" * 9000}, None) is None
     assert resolver.resolve({}, None) is None

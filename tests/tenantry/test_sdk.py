@@ -140,12 +140,13 @@ def test_metric_points_carry_tenant_when_recorded_with_tenant_attributes(otel):
 
 def test_global_propagator_injects_tracecontext_and_tenant_baggage(otel):
     headers: dict[str, str] = {}
-    with tenantry.tenant_context("租户-1", tier="pro"):
+    with tenantry.tenant_context("acme.eu:prod@x-1", tier="pro", user_id="用户-1"):
         with trace.get_tracer("t").start_as_current_span("client"):
             propagate.inject(headers)
     assert "traceparent" in headers
-    assert "tenant.id=" in headers["baggage"]
-    assert "%E7%A7%9F" in headers["baggage"]  # unicode is percent-encoded on the wire
+    assert "tenant.id=acme.eu%3Aprod%40x-1" in headers["baggage"]  # ':' and '@' percent-encoded
+    assert "tenant.tier=pro" in headers["baggage"]
+    assert "%E7%94%A8" in headers["baggage"]  # a unicode user id is percent-encoded on the wire
 
 
 def test_tenant_crosses_a_service_boundary_via_baggage_headers_in_process(otel):
@@ -193,7 +194,9 @@ print(json.dumps({"attributes": dict(span.attributes), "trace_id": format(span.c
 
 def test_tenant_crosses_a_real_process_boundary_via_baggage_headers(otel):
     headers: dict[str, str] = {}
-    with tenantry.tenant_context("café-42", user_id="u-9"):
+    # a well-formed tenant id using the whole allowed alphabet, and a unicode, SQL-looking user id
+    # (user ids keep the looser rule): both must arrive verbatim in the other process
+    with tenantry.tenant_context("Acme-42.eu_west:prod@x", user_id="用户' OR '1'='1"):
         with trace.get_tracer("t").start_as_current_span("client") as span:
             propagate.inject(headers)
             trace_id = format(span.get_span_context().trace_id, "032x")
@@ -201,7 +204,7 @@ def test_tenant_crosses_a_real_process_boundary_via_baggage_headers(otel):
     done = subprocess.run([sys.executable, "-c", _OTHER_SERVICE], input=json.dumps(headers),
                           capture_output=True, text=True, env=env, timeout=60, check=True)
     result = json.loads(done.stdout)
-    assert result["attributes"] == {TENANT_ID_KEY: "café-42", USER_ID_KEY: "u-9"}
+    assert result["attributes"] == {TENANT_ID_KEY: "Acme-42.eu_west:prod@x", USER_ID_KEY: "用户' OR '1'='1"}
     assert result["trace_id"] == trace_id
 
 

@@ -169,7 +169,8 @@ def test_any_sdk_logger_provider_set_by_the_app_or_a_test_is_accepted():
 
 
 def test_dimensions_are_stringified_none_is_left_out_and_hostile_values_kept_verbatim(otel):
-    with tenant_context("租户"):
+    # tenant ids must be well-formed (TENANT_ID_RE); dimension values and user ids may be anything printable
+    with tenant_context("acme.eu:prod@x-1", user_id="用户' OR '1'='1"):
         record_usage("m", 1, n=5, flag=True, skipped=None, sql="'; DROP TABLE x;--", uni="café🦄")
     (rec,) = otel.records()
     attrs = dict(rec.attributes)
@@ -178,7 +179,8 @@ def test_dimensions_are_stringified_none_is_left_out_and_hostile_values_kept_ver
     assert "tenantry.usage.dim.skipped" not in attrs
     assert attrs["tenantry.usage.dim.sql"] == "'; DROP TABLE x;--"
     assert attrs["tenantry.usage.dim.uni"] == "café🦄"
-    assert attrs[TENANT_ID_KEY] == "租户"
+    assert attrs[TENANT_ID_KEY] == "acme.eu:prod@x-1"
+    assert attrs[USER_ID_KEY] == "用户' OR '1'='1"
 
 
 def test_usage_inside_a_span_carries_its_trace_and_span_ids(otel):

@@ -1,0 +1,1 @@
+"""``tenantry demo``: the sample app, its configuration and the end-to-end run."""

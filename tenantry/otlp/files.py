@@ -1,0 +1,241 @@
+"""OTLP input files -> ``(ingest_batch, tables)`` chunks.
+
+Formats (any of them may be gzip-compressed with a ``.gz`` suffix):
+
+- ``.json``  one OTLP/JSON request body; the signal comes from its top-level key;
+- ``.jsonl`` the OpenTelemetry Collector file exporter: one JSON request per line, any signal
+  per line; a bad line is one quarantine row and the other lines still decode;
+- ``.pb``    one protobuf request body; the signal comes from the file name (``trace``/``span``,
+  ``log``, ``metric``), else it is inferred from the bytes, else the file is quarantined;
+- ``seg-*.arrow`` landing segments (:mod:`tenantry.landing`), ``ingest_batch = "seg:<name>"``.
+
+Promises: ``ingest_batch`` is derived from the file's bytes (``file:<sha256[:32]>``, plus
+``:<chunk>`` for ``.jsonl``), so re-reading the same content gives the same ids; decompression
+and reads are bounded by ``max_decompressed_bytes`` (a gzip bomb is a quarantine row, never an
+OOM); an empty, unreadable or undecodable file is a quarantine row, never an exception, except a
+path that does not exist (FileNotFoundError).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import fnmatch
+import gzip
+import hashlib
+import multiprocessing
+import zlib
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+
+from tenantry import landing
+from tenantry.otlp.decode import decode_request, empty_tables, malformed_request
+from tenantry.otlp.jsonfmt import detect_signal, load_json, parse_json_doc
+from tenantry.otlp.messages import SIGNALS, OtlpDecodeError
+from tenantry.otlp.sniff import infer_signal, signal_from_name
+
+#: default bound on the bytes read (after decompression) from one file, or one .jsonl line
+DEFAULT_MAX_DECOMPRESSED_BYTES = 256 << 20
+#: .jsonl lines are decoded into chunks of about this many input bytes
+DEFAULT_CHUNK_BYTES = 8 << 20
+
+Chunk = tuple[str, dict[str, pa.Table]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _open(path: Path, gz: bool):
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def _read_all(path: Path, gz: bool, limit: int) -> bytes:
+    with _open(path, gz) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _TooLarge(f"more than {limit} bytes{' after decompression' if gz else ''}")
+    return data
+
+
+def _concat(parts: list[dict[str, pa.Table]]) -> dict[str, pa.Table]:
+    out = empty_tables()
+    for name in out:
+        tables = [p[name] for p in parts if p[name].num_rows]
+        if tables:
+            out[name] = pa.concat_tables(tables)
+    return out
+
+
+def iter_file(path, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+              chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
+    """Decode one input file into ``(ingest_batch, tables)`` chunks (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such OTLP input file")
+    lower = path.name.lower()
+    gz = lower.endswith(".gz")
+    base = lower[:-3] if gz else lower
+    if fnmatch.fnmatch(base, landing.SEGMENT_GLOB):
+        yield _segment(path, gz, max_decompressed_bytes)
+        return
+    try:
+        batch = "file:" + _sha256(path)[:32]
+    except OSError as e:
+        batch = "file:path-" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+        yield batch, malformed_request(batch, None, f"{path}: cannot read the file ({e})")
+        return
+    try:
+        if base.endswith(".jsonl"):
+            yield from _jsonl(path, gz, batch, max_decompressed_bytes, chunk_bytes)
+            return
+        if base.endswith(".json") or base.endswith(".pb"):
+            data = _read_all(path, gz, max_decompressed_bytes)
+            if not data.strip():
+                yield batch, malformed_request(batch, data, f"{path}: file is empty")
+            elif base.endswith(".json"):
+                yield batch, _json_request(data, batch, str(path))
+            else:
+                yield batch, _pb_request(data, batch, path)
+            return
+    except _TooLarge as e:
+        yield batch, malformed_request(batch, None, f"{path}: {e} (max_decompressed_bytes={max_decompressed_bytes}); "
+                                                    "split the file or raise the limit")
+        return
+    except (OSError, EOFError, zlib.error) as e:
+        yield batch, malformed_request(batch, None, f"{path}: cannot read the file ({type(e).__name__}: {e})")
+        return
+    yield batch, malformed_request(batch, None, f"{path}: unsupported file type; expected .json, .jsonl, .pb or "
+                                                f"{landing.SEGMENT_GLOB} (optionally .gz)")
+
+
+def _json_request(data: bytes, batch: str, where: str) -> dict[str, pa.Table]:
+    try:
+        doc = load_json(data)
+        signal = detect_signal(doc)
+        if signal is None:
+            raise OtlpDecodeError("no single top-level resourceSpans, resourceLogs or resourceMetrics key; "
+                                  "is this an OTLP/JSON request body?")
+        message = parse_json_doc(signal, doc)
+    except OtlpDecodeError as e:
+        return malformed_request(batch, data, f"{where}: {e}")
+    return decode_request(signal, message, batch)
+
+
+def _jsonl(path: Path, gz: bool, batch: str, limit: int, chunk_bytes: int) -> Iterator[Chunk]:
+    parts, size, chunk, total, line_no = [], 0, 0, 0, 0
+    with _open(path, gz) as f:
+        while True:
+            line = f.readline(limit + 1)
+            if not line:
+                break
+            line_no += 1
+            total += len(line)
+            if total > limit:
+                parts.append(malformed_request(f"{batch}:{chunk}", None, (
+                    f"{path}: more than {limit} bytes{' after decompression' if gz else ''} at line {line_no}; "
+                    f"the rest of the file is not decoded (max_decompressed_bytes={limit}); split the file "
+                    "or raise the limit")))
+                break
+            if not line.strip():
+                continue
+            parts.append(_json_request(line, f"{batch}:{chunk}", f"{path} line {line_no}"))
+            size += len(line)
+            if size >= chunk_bytes:
+                yield f"{batch}:{chunk}", _concat(parts)
+                parts, size, chunk = [], 0, chunk + 1
+    if parts or chunk == 0:
+        if not parts:
+            parts.append(malformed_request(f"{batch}:{chunk}", b"", f"{path}: file has no requests (empty)"))
+        yield f"{batch}:{chunk}", _concat(parts)
+
+
+def _pb_request(data: bytes, batch: str, path: Path) -> dict[str, pa.Table]:
+    signal = signal_from_name(path.name) or infer_signal(data)
+    if signal is None:
+        return malformed_request(batch, data, (
+            f"{path}: cannot tell whether this protobuf file holds traces, logs or metrics; put trace, log or "
+            "metric in the file name (e.g. traces-0001.pb)"))
+    return decode_request(signal, data, batch)
+
+
+def _segment(path: Path, gz: bool, limit: int) -> Chunk:
+    batch = f"seg:{path.name}"
+    try:
+        if gz:
+            table = pa.ipc.open_file(pa.BufferReader(_read_all(path, gz, limit))).read_all()
+            if not table.schema.equals(landing.SEGMENT, check_metadata=False):
+                raise ValueError(f"{path}: not a landing segment (schema {table.schema.names})")
+        else:
+            table = landing.read_segment(path)
+    except (ValueError, _TooLarge, OSError, EOFError, zlib.error, pa.ArrowException) as e:
+        return batch, malformed_request(batch, None, f"{path}: cannot read the landing segment ({e})")
+    parts = []
+    for i, (signal, body) in enumerate(zip(table.column("signal").to_pylist(), table.column("body").to_pylist())):
+        if signal not in SIGNALS:
+            parts.append(malformed_request(batch, body, f"{path} row {i}: unknown signal {signal!r}"))
+        else:
+            parts.append(decode_request(signal, body, batch))
+    return batch, _concat(parts) if parts else empty_tables()
+
+
+# -- many files, optionally in parallel ----------------------------------------------------------
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def _decode_file_ipc(path: str, max_decompressed_bytes: int, chunk_bytes: int) -> list:
+    """Worker: one file's chunks with non-empty tables as Arrow IPC stream bytes."""
+    return [(batch, {k: _to_ipc(t) for k, t in tables.items() if t.num_rows})
+            for batch, tables in iter_file(path, max_decompressed_bytes, chunk_bytes)]
+
+
+def decode_files(paths: Iterable, processes: int = 1, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
+    """Decode many files, in input order; across ``processes`` worker processes when > 1.
+
+    Workers return tables as Arrow IPC bytes; at most ``2 * processes`` files are in flight, so
+    memory stays bounded however many paths there are.
+    """
+    if processes <= 1:
+        for p in paths:
+            yield from iter_file(p, max_decompressed_bytes, chunk_bytes)
+        return
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tenantry.otlp.files"])
+    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
+        pending = []
+        it = iter(paths)
+        for p in it:
+            pending.append(pool.submit(_decode_file_ipc, str(p), max_decompressed_bytes, chunk_bytes))
+            if len(pending) >= 2 * processes:
+                break
+        while pending:
+            result = pending.pop(0).result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_decode_file_ipc, str(nxt), max_decompressed_bytes, chunk_bytes))
+            for batch, ipc in result:
+                tables = empty_tables()
+                tables.update({k: _from_ipc(v) for k, v in ipc.items()})
+                yield batch, tables
+
+
+__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_DECOMPRESSED_BYTES", "decode_files", "iter_file"]
