@@ -53,7 +53,10 @@ def validation_error(value: object, what: str = "tenant id") -> str | None:
 
     Accepted: a non-empty ``str`` of at most :data:`MAX_ID_LENGTH` characters, without
     leading/trailing whitespace and without control, format or line-separator characters.
-    Unicode letters are fine. The message never echoes a long value back.
+    A tenant id (``what == "tenant id"``) must also match
+    :data:`~tenantry.conventions.TENANT_ID_RE`, the rule the pipeline enforces (ASCII letters,
+    digits and ``. _ : @ -``); tiers and user ids may use any other printable (e.g. unicode)
+    characters. The message never echoes a long value back.
     """
     if not isinstance(value, str):
         return f"{what} must be a str, got {type(value).__name__}"

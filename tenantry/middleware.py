@@ -17,7 +17,9 @@ whole request, including an ASGI streaming response and every chunk of a WSGI re
   counting or logging; its errors are logged), then by default the request passes through with
   no tenant context (forged baggage tenant keys removed), so its telemetry arrives
   ``__unattributed__``; with ``required=True`` it is answered ``401`` with a JSON error.
-- **Bad tenant** (too long, control characters, two different headers): ``400`` JSON error.
+- **Bad tenant** (not a well-formed tenant id per ``TENANT_ID_RE``, e.g. unicode or quotes;
+  too long; control characters; two different headers): ``400`` JSON error, even when
+  ``required=False`` -- a malformed id is refused, never passed through or dropped.
   A refused credential (bad JWT, unknown API key) answers the resolver's status, ``401``.
   Nothing here raises into the server.
 - A resolver that crashes is logged and treated as "no tenant" (so ``required=True`` fails closed).

@@ -1,0 +1,31 @@
+# tenantry: two commands on a fresh machine.
+#   make demo   set up .venv, install tenantry (pip install ., not editable), run `tenantry demo`
+#   make test   same set-up plus test extras, then the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml $(shell find tenantry collector_processors pipelines sql dashboards -type f -not -path '*/__pycache__/*' 2>/dev/null)
+	$(BIN)/pip install --quiet '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tenantry demo --dir ./tenantry-demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/batch_throughput.py
+
+clean:
+	rm -rf $(VENV) tenantry-demo build dist *.egg-info
