@@ -195,7 +195,7 @@ class AttributeTenant(Processor):
             out = _set_column(out, "tenant_tier", self._tier(out, accepted))
 
         keep = pc.invert(rejected)
-        kept = out.filter(keep)
+        kept = out if pc.all(keep).as_py() else out.filter(keep)
         quarantined = schemas.empty("quarantine")
         if kept.num_rows < batch.num_rows:
             bad = batch.filter(rejected)

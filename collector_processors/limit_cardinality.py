@@ -76,8 +76,8 @@ class LimitCardinality(Processor):
         self._window_ns = max(1, int(o.window.total_seconds() * 1e9))
         self._keys = None if o.keys is None else pa.array(o.keys, pa.string())
         self._exclude = pa.array(o.exclude_keys, pa.string())
-        # window -> {(tenant, key): (admitted values, how many)}
-        self._state: dict[int, dict[tuple[str, str], tuple[pa.Array, int]]] = {}
+        # window -> {"admitted": ["tenant\0key\0value" arrays], "count": {"tenant\0key": n}}
+        self._state: dict[int, dict] = {}
 
     def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
         batch = base.as_table(batch)
@@ -138,40 +138,52 @@ class LimitCardinality(Processor):
     def _admit(self, cg, cv, groups, sizes, wuniq, tdict, kdict, vdict) -> np.ndarray:
         """Per distinct (group, value): admitted? New values fill each group in order of arrival."""
         n_t, n_k = sizes
+        g = groups[cg]
+        w, rest = np.divmod(g, n_t * n_k)
+        t, k = np.divmod(rest, n_k)
+        # "tenant \0 <key bytes>:key \0 value" names a (tenant, key, value) without ambiguity
+        klen = pc.cast(pc.binary_length(kdict), pa.string())
+        kname = pc.binary_join_element_wise(klen, kdict, ":")
+        tk = pc.binary_join_element_wise(tdict.take(pa.array(t)), kname.take(pa.array(k)), "\x00")
+        combo = pc.binary_join_element_wise(tk, vdict.take(pa.array(cv)), "\x00")
         ok = np.zeros(len(cg), dtype=bool)
-        order = np.argsort(cg, kind="stable")
-        bounds = np.flatnonzero(np.diff(cg[order])) + 1
-        for sl in np.split(order, bounds):  # one slice per (window, tenant, key) group: few
-            g = int(groups[cg[sl[0]]])
-            w, rest = divmod(g, n_t * n_k)
-            t, k = divmod(rest, n_k)
-            state = self._window_state(int(wuniq[w]))
-            gkey = (tdict[t].as_py(), kdict[k].as_py())
-            admitted_vals, count = state.get(gkey, (None, 0))
-            vals = vdict.take(pa.array(cv[sl]))
-            known = np.zeros(len(sl), dtype=bool)
-            if admitted_vals is not None:
-                known = maps.np_bool(pc.is_in(vals, value_set=admitted_vals))
-            new = ~known
-            room = self.options.max_values - count
-            if room > 0 and new.any():
-                take_new = new & (np.cumsum(new) <= room)
-                fresh = vals.filter(pa.array(take_new))
-                admitted_vals = fresh if admitted_vals is None else pa.concat_arrays([admitted_vals, fresh])
-                state[gkey] = (admitted_vals, count + int(take_new.sum()))
-                known |= take_new
-            ok[sl] = known
+        for wi in np.unique(w):
+            sel = np.nonzero(w == wi)[0]
+            state = self._window_state(int(wuniq[wi]))
+            mine = combo.take(pa.array(sel))
+            known = np.zeros(len(sel), dtype=bool)
+            if state["admitted"]:
+                known = maps.np_bool(pc.is_in(mine, value_set=pa.chunked_array(state["admitted"])))
+            new = np.nonzero(~known)[0]
+            if len(new):
+                # rank of each new value within its group, in order of first appearance
+                gnew = cg[sel[new]]
+                guniq, gfirst, ginv = np.unique(gnew, return_index=True, return_inverse=True)
+                names = pc.take(tk, pa.array(sel[new][gfirst])).to_pylist()  # one per group with new values
+                room = np.array([self.options.max_values - state["count"][nm] for nm in names], dtype=np.int64)
+                order = np.argsort(ginv, kind="stable")
+                starts = np.searchsorted(ginv[order], ginv[order], side="left")
+                rank = np.empty(len(new), dtype=np.int64)
+                rank[order] = np.arange(len(new)) - starts
+                take = rank < room[ginv]
+                if take.any():
+                    for nm, n in zip(names, np.bincount(ginv[take], minlength=len(guniq))):
+                        if n:
+                            state["count"][nm] += int(n)
+                    state["admitted"].append(mine.take(pa.array(new[take])))
+                    known[new[take]] = True
+            ok[sel] = known
         return ok
 
     def _window_state(self, window: int) -> dict:
         if window not in self._state:
-            self._state[window] = {}
+            self._state[window] = {"admitted": [], "count": Counter()}
             # forget the oldest windows beyond retain_windows (the no-time bucket -1 is kept)
             live = sorted(w for w in self._state if w >= 0)
             for w in live[: max(0, len(live) - self.options.retain_windows)]:
                 del self._state[w]
         # a late window older than every retained one gets a throw-away state
-        return self._state.get(window, {})
+        return self._state.get(window) or {"admitted": [], "count": Counter()}
 
 
 def _value_counts(arr) -> list[tuple[str, int]]:

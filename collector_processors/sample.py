@@ -102,7 +102,7 @@ class Sample(Processor):
         kept = out if keep.all() else out.filter(pa.array(keep))
         dropped = n - kept.num_rows
         if dropped:
-            stats.update(base.count_by_tenant(batch.filter(pa.array(~keep)), self.name, base.SAMPLED_OUT))
+            stats.update(base.count_by_tenant(batch.select(["tenant_id"]).filter(pa.array(~keep)), self.name, base.SAMPLED_OUT))
         stats.update(base.count_by_tenant(kept, self.name, base.KEPT))
         return Result(kept, schemas.empty("quarantine"), stats, sampled_out=dropped)
 

@@ -285,3 +285,38 @@ AGGREGATES: dict[str, pa.Schema] = {
 
 #: every table the lake holds, by name
 LAKE_TABLES: dict[str, pa.Schema] = {**TABLES, **AGGREGATES}
+
+
+# --- Ledger (issue: usage meters and the billing-ready ledger). Append-only; never updated.
+
+#: one row per ledger entry. The balance of (tenant, meter, period, dimensions) is the SUM of its
+#: entries' quantities: a new revision or an adjustment carries the difference, never a total.
+USAGE_LEDGER = pa.schema(
+    [
+        pa.field("entry_id", pa.string(), nullable=False),  # deterministic: tenant, meter, period, dims, revision
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("meter", pa.string(), nullable=False),
+        pa.field("period_start", TS, nullable=False),
+        pa.field("period_end", TS, nullable=False),
+        pa.field("dimensions", ATTRS),
+        pa.field("dimensions_key", pa.string(), nullable=False),  # canonical JSON of dimensions ("{}" if none)
+        pa.field("quantity", QUANTITY, nullable=False),
+        pa.field("unit", pa.string()),
+        pa.field("event_count", pa.int64(), nullable=False),
+        pa.field("revision", pa.int32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # usage | adjustment | credit
+        pa.field("supersedes", pa.string()),  # entry_id this one corrects (adjustments, revisions)
+        pa.field("computed_at", TS, nullable=False),
+        pa.field("pipeline_version", pa.string(), nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),  # the run that wrote it
+    ]
+)
+
+LEDGER_TABLES: dict[str, pa.Schema] = {"usage_ledger": USAGE_LEDGER}
+LAKE_TABLES.update(LEDGER_TABLES)
+
+# --- SRE and security families (issue: per-tenant SRE and security metrics) go below.
+
+# --- Billing and export tables (issue: rating and billing exports) go below.
+
+# --- Cost tables (issue: cost allocation and margin) go below.

@@ -81,7 +81,7 @@ def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
         ],
         schema=schemas.LOGS,
     )
-    is_usage = pc.or_(
+    is_usage = pc.or_kleene(
         pc.equal(table.column("event_name"), schemas.USAGE_EVENT_NAME),
         pc.equal(attrs.lookup("event.name"), schemas.USAGE_EVENT_NAME),
     )
