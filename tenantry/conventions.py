@@ -25,5 +25,5 @@ USAGE_DIMENSION_PREFIX = "tenantry.usage.dim."
 #: What a tenant id may look like, everywhere (library, processors, config, CLI): 1-128
 #: characters of ASCII letters, digits and ``. _ : @ -``, starting with a letter or digit. Strict on
 #: purpose: no look-alikes, no quotes, nothing a query or a page could misread.
-TENANT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+TENANT_ID_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}\Z")
 TENANT_ID_RULE = "1-128 ASCII letters, digits and . _ : @ -, starting with a letter or digit"

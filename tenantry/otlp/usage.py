@@ -34,7 +34,7 @@ def parse_quantity(text: str | None) -> decimal.Decimal:
     if text is None or not _DECIMAL_TEXT.match(text):
         raise QuantityError(f"quantity {_clip(text)!r} is not a decimal number")
     q = decimal.Decimal(text.strip())
-    if q == 0:
+    if q == 0:  # also turns -0 into 0
         return decimal.Decimal(0).quantize(_SCALE)
     if q < 0:
         raise QuantityError(f"quantity {_clip(text)} is negative; usage quantities must be >= 0")
@@ -43,7 +43,7 @@ def parse_quantity(text: str | None) -> decimal.Decimal:
         raise QuantityError(f"quantity {_clip(text)} is out of range (at most {_MAX_INT_DIGITS} integer digits)")
     if exact != q:
         raise QuantityError(f"quantity {_clip(text)} has more than {schemas.QUANTITY.scale} decimal places")
-    return exact + 0  # normalizes -0 to 0
+    return exact
 
 
 def _clip(text, limit: int = 80):
