@@ -56,7 +56,9 @@ from tenantry import schemas
 from tenantry.config import TENANT_ID_RE, Tenant
 
 Source = Literal["attribute", "resource", "column", "service", "api_key"]
-_TIER_RE = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
+_TIER_RE = r"\A[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}\z"
+#: TENANT_ID_RE in RE2 spelling (Python's end-of-text \Z is RE2's \z)
+TENANT_ID_RE2 = TENANT_ID_RE.pattern.replace(r"\Z", r"\z")
 
 
 class AttributeTenantOptions(Options):
@@ -93,7 +95,7 @@ class AttributeTenantOptions(Options):
     @classmethod
     def _tenant_values(cls, v: dict[str, str]) -> dict[str, str]:
         for k, tid in v.items():
-            if not TENANT_ID_RE.match(str(tid)) or str(tid).endswith("\n"):
+            if not TENANT_ID_RE.match(str(tid)):
                 shown = "<secret>" if len(k) > 8 else k
                 raise ValueError(f"{shown}: tenant id {tid!r} is not valid: use 1-128 letters, digits and . _ : @ -")
         return v
@@ -169,7 +171,7 @@ class AttributeTenant(Processor):
             return Result(batch, schemas.empty("quarantine"))
         resolved = self._resolve(batch)
         missing = pc.is_null(resolved)
-        well_formed = pa.array(maps.match_any(resolved, TENANT_ID_RE.pattern))
+        well_formed = pa.array(maps.match_any(resolved, TENANT_ID_RE2))
         invalid = pc.and_(pc.invert(missing), pc.invert(well_formed))
         if self.catalog:
             unknown = pc.and_(well_formed, pc.invert(pc.is_in(resolved, value_set=self._catalog_ids)))

@@ -35,6 +35,7 @@ def make_batch(table: str, rows: list[dict]) -> pa.Table:
     plus any column name. Every required column gets a sensible default."""
     cols: dict[str, list] = {}
     mcol = map_column(table)
+    built: list[dict] = []
     for r in rows:
         i = next(_ids)
         t = r.get("time", NOW)
@@ -56,9 +57,15 @@ def make_batch(table: str, rows: list[dict]) -> pa.Table:
             row.update(time=t, observed_time=t, body=r.get("body", "hello"), tenant_tier=r.get("tier"))
         elif table == "usage_events":
             row.update(event_id=f"ev-{i}", meter="api_calls", quantity=Decimal("1"), time=t, source="app")
-        row.update({k: v for k, v in r.items() if k not in ("tenant", "attrs", "tier", "body")})
-        for k, v in row.items():
-            cols.setdefault(k, []).append(v)
+        skip = {"tenant", "attrs", "tier", "body"} | ({"time"} if table == "spans" else set())
+        row.update({k: v for k, v in r.items() if k not in skip})
+        built.append(row)
+    for row in built:
+        for k in row:
+            cols.setdefault(k, [])
+    for row in built:
+        for k in cols:
+            cols[k].append(row.get(k))
     schema = schemas.TABLES[table]
     arrays = {k: pa.array(v, schema.field(k).type) for k, v in cols.items()}
     if not rows:

@@ -1,0 +1,162 @@
+"""Benchmark: OTLP protobuf trace requests -> the normalized ``spans`` table.
+
+Generates realistic ExportTraceServiceRequest bodies with the real opentelemetry-proto classes
+(default: 40 requests x 1000 spans, 10 attributes each, 20 tenants, 5 services), then times, in
+the same run:
+
+- ``upb parse only``     the protobuf parse alone (the ceiling for any Python decoder);
+- ``naive copy``         the baseline: parse, then copy every field of every span into Python
+                         lists (attributes via WhichOneof per value) and build an Arrow table;
+- ``decode_request``     tenantry.otlp.decode_request, one process;
+- ``decode_files p=1/2`` tenantry.otlp.decode_files over .pb files, 1 and 2 worker processes
+                         (includes reading the files and shipping Arrow IPC between processes).
+
+Prints spans/s and ratios against the naive baseline and the upb parse.
+
+    python benchmarks/otlp_decode.py [--requests 40] [--spans 1000] [--attrs 10] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from tenantry.otlp import decode_files, decode_request
+
+
+def _kv(key, value) -> KeyValue:
+    v = AnyValue()
+    if isinstance(value, bool):
+        v.bool_value = value
+    elif isinstance(value, int):
+        v.int_value = value
+    else:
+        v.string_value = value
+    return KeyValue(key=key, value=v)
+
+
+def make_request(seed: int, spans: int, attrs: int, tenants: int = 20, services: int = 5) -> bytes:
+    """One SDK-shaped request: a resource per service, spans spread over them."""
+    rnd = random.Random(seed)
+    req = ExportTraceServiceRequest()
+    routes = [f"/api/v1/{r}/{{id}}" for r in ("items", "orders", "users", "carts", "search")]
+    per = spans // services
+    for s in range(services):
+        rs = req.resource_spans.add()
+        rs.resource.attributes.extend([
+            _kv("service.name", f"svc-{s}"), _kv("service.version", "1.4.2"),
+            _kv("host.name", f"ip-10-0-{s}-{rnd.randrange(255)}"), _kv("telemetry.sdk.language", "python"),
+        ])
+        ss = rs.scope_spans.add()
+        ss.scope.name = "opentelemetry.instrumentation.flask"
+        trace = rnd.randbytes(16)
+        for i in range(per if s < services - 1 else spans - per * (services - 1)):
+            if i % 8 == 0:
+                trace = rnd.randbytes(16)
+            sp = ss.spans.add()
+            sp.trace_id, sp.span_id = trace, rnd.randbytes(8)
+            if i % 8:
+                sp.parent_span_id = rnd.randbytes(8)
+            route = rnd.choice(routes)
+            sp.name = f"GET {route}"
+            sp.kind = 2 if i % 8 == 0 else 3
+            t0 = 1_700_000_000_000_000_000 + seed * 10**9 + i * 1_000_000
+            sp.start_time_unix_nano, sp.end_time_unix_nano = t0, t0 + rnd.randrange(10**5, 10**9)
+            sp.status.code = 2 if rnd.random() < 0.02 else 0
+            pool = [
+                _kv("tenant.id", f"tenant-{rnd.randrange(tenants):03d}"), _kv("user.id", f"user-{rnd.randrange(5000)}"),
+                _kv("http.method", "GET"), _kv("http.route", route), _kv("http.status_code", 200),
+                _kv("http.target", route.replace("{id}", str(rnd.randrange(10**6)))), _kv("net.peer.ip", "10.1.2.3"),
+                _kv("tenant.tier", rnd.choice(["free", "pro", "enterprise"])), _kv("cache.hit", rnd.random() < 0.5),
+                _kv("db.rows", rnd.randrange(100)), _kv("http.user_agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+                _kv("http.flavor", "1.1"),
+            ]
+            sp.attributes.extend(pool[:attrs])
+    return req.SerializeToString()
+
+
+def naive_copy(body: bytes) -> pa.Table:
+    """The baseline: a plain field-by-field copy into per-column Python lists."""
+    req = ExportTraceServiceRequest.FromString(body)
+    cols = {k: [] for k in ("service", "trace_id", "span_id", "parent", "name", "kind", "start", "end", "status",
+                            "attributes")}
+    for rs in req.resource_spans:
+        service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), None)
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                cols["service"].append(service)
+                cols["trace_id"].append(sp.trace_id.hex())
+                cols["span_id"].append(sp.span_id.hex())
+                cols["parent"].append(sp.parent_span_id.hex() or None)
+                cols["name"].append(sp.name)
+                cols["kind"].append(sp.kind)
+                cols["start"].append(sp.start_time_unix_nano)
+                cols["end"].append(sp.end_time_unix_nano)
+                cols["status"].append(sp.status.code)
+                attrs = []
+                for a in sp.attributes:
+                    which = a.value.WhichOneof("value")
+                    v = getattr(a.value, which) if which else None
+                    attrs.append((a.key, v if isinstance(v, str) else str(v)))
+                cols["attributes"].append(attrs)
+    cols["attributes"] = pa.array(cols["attributes"], pa.map_(pa.string(), pa.string()))
+    return pa.table(cols)
+
+
+def _rate(fn, spans: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return spans / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--spans", type=int, default=1000, help="spans per request")
+    ap.add_argument("--attrs", type=int, default=10, help="attributes per span (max 12)")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N")
+    args = ap.parse_args()
+    bodies = [make_request(i, args.spans, args.attrs) for i in range(args.requests)]
+    total = args.requests * args.spans
+    mb = sum(map(len, bodies)) / 1e6
+    print(f"{args.requests} requests x {args.spans} spans x {args.attrs} attributes = {total} spans, {mb:.1f} MB protobuf")
+
+    results = {}
+    results["upb parse only"] = _rate(lambda: [ExportTraceServiceRequest.FromString(b) for b in bodies], total, args.repeat)
+    results["naive copy"] = _rate(lambda: [naive_copy(b) for b in bodies], total, args.repeat)
+    results["decode_request"] = _rate(lambda: [decode_request("traces", b, "bench") for b in bodies], total, args.repeat)
+    check = decode_request("traces", bodies[0], "bench")
+    assert check["spans"].num_rows == args.spans and check["quarantine"].num_rows == 0
+
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for i, b in enumerate(bodies):
+            p = Path(d) / f"traces-{i:04d}.pb"
+            p.write_bytes(b)
+            paths.append(p)
+        for procs in (1, 2):
+            def run(procs=procs):
+                n = sum(t["spans"].num_rows for _, t in decode_files(paths, processes=procs))
+                assert n == total, n
+            results[f"decode_files p={procs}"] = _rate(run, total, args.repeat)
+
+    naive, upb = results["naive copy"], results["upb parse only"]
+    print(f"\n{'path':22s} {'spans/s':>12s} {'x naive':>9s} {'x upb parse':>12s}")
+    for name, rate in results.items():
+        print(f"{name:22s} {rate:12,.0f} {rate / naive:9.2f} {rate / upb:12.2f}")
+    print(f"\n(cpu count {os.cpu_count()}; best of {args.repeat})")
+
+
+if __name__ == "__main__":
+    main()
