@@ -112,10 +112,10 @@ class LimitCardinality(Processor):
         wrow = np.where(maps.flat(t_ns).to_numpy(zero_copy_only=False) < 0, -1, maps.flat(t_ns).to_numpy(zero_copy_only=False) // self._window_ns)
         wuniq, wcode_row = np.unique(wrow, return_inverse=True)
         wcode = wcode_row.astype(np.int64)[parent]
-        kenc = pc.dictionary_encode(e.keys.take(pa.array(idx)))
-        venc = pc.dictionary_encode(e.values.take(pa.array(idx)))
-        kcode = kenc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        vcode = venc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        kenc = pc.dictionary_encode(e.keys)  # all entries: cheaper than gathering the selected ones first
+        venc = pc.dictionary_encode(e.values)
+        kcode = kenc.indices.to_numpy(zero_copy_only=False).astype(np.int64)[idx]
+        vcode = pc.fill_null(venc.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)[idx]
         n_t, n_k, n_v = len(tenc.dictionary), len(kenc.dictionary), len(venc.dictionary)
         genc = pc.dictionary_encode(pa.array((wcode * n_t + tcode) * n_k + kcode))
         gcode = genc.indices.to_numpy(zero_copy_only=False).astype(np.int64)

@@ -60,13 +60,17 @@ def write_segment(landing: str | Path, records: Sequence[tuple[str, bytes]], now
         },
         schema=SEGMENT,
     )
-    with open(tmp, "wb") as f:
-        with pa.ipc.new_file(f, SEGMENT) as w:
-            w.write_table(table)
-        f.flush()
-        os.fsync(f.fileno())
-    final = landing / name
-    os.rename(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            with pa.ipc.new_file(f, SEGMENT) as w:
+                w.write_table(table)
+            f.flush()
+            os.fsync(f.fileno())
+        final = landing / name
+        os.rename(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave garbage; nothing was acknowledged
+        raise
     _fsync_dir(landing)
     return final
 

@@ -312,11 +312,275 @@ USAGE_LEDGER = pa.schema(
     ]
 )
 
-LEDGER_TABLES: dict[str, pa.Schema] = {"usage_ledger": USAGE_LEDGER}
+#: one row per usage event the ledger accepted: the dedup index (event_id per tenant, across runs)
+#: and the evidence behind each entry. Duplicates and quarantined events get no row here.
+USAGE_DEDUP = pa.schema(
+    [
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("meter", pa.string(), nullable=False),
+        pa.field("period_start", TS, nullable=False),
+        pa.field("dimensions_key", pa.string(), nullable=False),
+        pa.field("entry_id", pa.string(), nullable=False),  # the ledger entry this event is counted in
+        pa.field("quantity", QUANTITY, nullable=False),
+        pa.field("time", TS, nullable=False),  # event time; the dedup window is measured on it
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        pa.field("ingest_batch", pa.string(), nullable=False),  # the run that accepted it
+    ]
+)
+
+LEDGER_TABLES: dict[str, pa.Schema] = {"usage_ledger": USAGE_LEDGER, "usage_dedup": USAGE_DEDUP}
 LAKE_TABLES.update(LEDGER_TABLES)
 
 # --- SRE and security families (issue: per-tenant SRE and security metrics) go below.
 
+#: latency thresholds (ms) counted per minute: a latency SLO's threshold_ms must be one of these
+LATENCY_LADDER_MS = (50, 100, 250, 500, 1000, 2500, 5000)
+
+#: one row per (minute, tenant, service, operation) per run: RED counts re-weighted by sample_weight,
+#: and per ladder step the (weighted) requests slower than it (the latency SLI at minute grain)
+RED_MINUTELY_PARTIALS = pa.schema(
+    [
+        pa.field("minute", TS, nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("service_name", pa.string(), nullable=False),
+        pa.field("operation", pa.string(), nullable=False),  # span name (OTel: "{method} {http.route}")
+        pa.field("requests", pa.float64(), nullable=False),
+        pa.field("errors", pa.float64(), nullable=False),
+        pa.field("duration_sum_ms", pa.float64(), nullable=False),
+        *[pa.field(f"slow_over_{t}ms", pa.float64(), nullable=False) for t in LATENCY_LADDER_MS],
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+#: latency sketch buckets (tenantry.sketch) per (hour, tenant, service, operation, key)
+LATENCY_SKETCH_OP_HOURLY = pa.schema(
+    [
+        pa.field("hour", TS, nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("service_name", pa.string(), nullable=False),
+        pa.field("operation", pa.string(), nullable=False),
+        pa.field("key", pa.int32(), nullable=False),
+        pa.field("count", pa.float64(), nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+#: security counters per (hour, tenant, service), weighted by sample_weight
+SECURITY_HOURLY_PARTIALS = pa.schema(
+    [
+        pa.field("hour", TS, nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("service_name", pa.string(), nullable=False),
+        pa.field("requests", pa.float64(), nullable=False),
+        pa.field("errors", pa.float64(), nullable=False),
+        pa.field("auth_failures", pa.float64(), nullable=False),
+        pa.field("authz_denials", pa.float64(), nullable=False),
+        pa.field("rate_limited", pa.float64(), nullable=False),
+        pa.field("cross_tenant_access", pa.float64(), nullable=False),
+        pa.field("tenant_mismatch", pa.float64(), nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+#: evidence: every cross-tenant / tenant-mismatch span, and a few trace ids per (hour, tenant, kind)
+#: of auth failures, denials and rate limiting
+SECURITY_EVENTS = pa.schema(
+    [
+        pa.field("time", TS, nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("service_name", pa.string(), nullable=False),
+        # cross_tenant_access | tenant_mismatch | auth_failure | authz_denied | rate_limited
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("trace_id", pa.string()),
+        pa.field("span_id", pa.string()),
+        pa.field("detail", pa.string()),  # resource owner / claimed tenant / status code
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+#: SLO objectives per tenant resolved from tenantry.yaml `slos:` (tenantry.slo); latest computed_at wins
+SLO_TARGETS = pa.schema(
+    [
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("tier", pa.string()),
+        pa.field("slo", pa.string(), nullable=False),
+        pa.field("sli", pa.string(), nullable=False),  # availability | latency
+        pa.field("objective_pct", pa.float64(), nullable=False),
+        pa.field("threshold_ms", pa.float64()),
+        pa.field("window_days", pa.int32(), nullable=False),
+        pa.field("computed_at", TS, nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+SRE_SECURITY_TABLES: dict[str, pa.Schema] = {
+    "red_minutely_partials": RED_MINUTELY_PARTIALS,
+    "latency_sketch_op_hourly": LATENCY_SKETCH_OP_HOURLY,
+    "security_hourly_partials": SECURITY_HOURLY_PARTIALS,
+    "security_events": SECURITY_EVENTS,
+    "slo_targets": SLO_TARGETS,
+}
+LAKE_TABLES.update(SRE_SECURITY_TABLES)
+
 # --- Billing and export tables (issue: rating and billing exports) go below.
+# All append-only, committed per run (a bill, export or reconcile run is a run_id with a manifest).
+# Money is exact: amounts are rounded to the currency's minor unit, then stored as QUANTITY.
+
+#: one row per invoice line draft. A re-rating appends the difference as new lines (kind
+#: "adjustment"); the invoice of (tenant, period) is the SUM of its lines, never an edit.
+INVOICE_LINES = pa.schema(
+    [
+        pa.field("line_id", pa.string(), nullable=False),  # deterministic: key of the line + rating run
+        pa.field("period", pa.string(), nullable=False),  # "2026-11"
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("plan", pa.string(), nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("segment_start", TS, nullable=False),  # the part of the period this plan applied to
+        pa.field("segment_end", TS, nullable=False),
+        pa.field("trial", pa.bool_(), nullable=False),
+        pa.field("meter", pa.string(), nullable=False),  # "" for the minimum-commitment true-up
+        pa.field("line_type", pa.string(), nullable=False),  # usage | flat | minimum_commitment
+        pa.field("price_model", pa.string(), nullable=False),  # flat | per_unit | graduated | volume | package | unpriced | minimum
+        pa.field("quantity", QUANTITY, nullable=False),
+        pa.field("included", QUANTITY, nullable=False),
+        pa.field("billable_quantity", QUANTITY, nullable=False),
+        pa.field("unit_price", QUANTITY),
+        pa.field("tiers_json", pa.string()),  # tier breakdown of the full rating, JSON
+        pa.field("amount", QUANTITY, nullable=False),  # in `currency`, rounded to its minor unit
+        pa.field("kind", pa.string(), nullable=False),  # rating | adjustment
+        pa.field("rated_at", TS, nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),  # the bill run
+    ]
+)
+
+#: what each tenant's plan grants per meter and period (snapshot per bill run; latest wins)
+PLAN_ENTITLEMENTS = pa.schema(
+    [
+        pa.field("period", pa.string(), nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("plan", pa.string(), nullable=False),
+        pa.field("meter", pa.string(), nullable=False),
+        pa.field("segment_start", TS, nullable=False),
+        pa.field("segment_end", TS, nullable=False),
+        pa.field("trial", pa.bool_(), nullable=False),
+        pa.field("included", QUANTITY, nullable=False),
+        pa.field("limit", QUANTITY),  # null: unlimited
+        pa.field("computed_at", TS, nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),
+    ]
+)
+
+#: the export outbox: one row per push outcome per (provider, ledger entry). Latest row wins;
+#: acknowledged / rejected / stale are final, failed is retried by the next export run.
+EXPORT_OUTBOX = pa.schema(
+    [
+        pa.field("provider", pa.string(), nullable=False),
+        pa.field("entry_id", pa.string(), nullable=False),
+        pa.field("idempotency_key", pa.string(), nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("meter", pa.string(), nullable=False),
+        pa.field("period_start", TS, nullable=False),
+        pa.field("period_end", TS, nullable=False),
+        pa.field("quantity", QUANTITY, nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # acknowledged | rejected | stale | failed
+        pa.field("reason", pa.string()),
+        pa.field("provider_ref", pa.string()),  # the provider's id for the record (no secrets)
+        pa.field("attempts", pa.int32(), nullable=False),
+        pa.field("pushed_at", TS, nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),  # the export run
+    ]
+)
+
+#: one row per revenue-leakage finding of a reconcile run
+LEAKAGE_FINDINGS = pa.schema(
+    [
+        pa.field("period", pa.string(), nullable=False),
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("meter", pa.string()),
+        pa.field("provider", pa.string()),
+        # telemetry_vs_app | unexported | rejected | stale | failed | overage_not_billed | no_plan | no_billing_account
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("expected_quantity", QUANTITY),
+        pa.field("actual_quantity", QUANTITY),
+        pa.field("gap_quantity", QUANTITY),
+        pa.field("amount_at_risk", QUANTITY),  # null when it cannot be priced (no plan)
+        pa.field("currency", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("computed_at", TS, nullable=False),
+        pa.field("ingest_batch", pa.string(), nullable=False),  # the reconcile run
+    ]
+)
+
+BILLING_TABLES: dict[str, pa.Schema] = {
+    "invoice_lines": INVOICE_LINES,
+    "plan_entitlements": PLAN_ENTITLEMENTS,
+    "export_outbox": EXPORT_OUTBOX,
+    "leakage_findings": LEAKAGE_FINDINGS,
+}
+LAKE_TABLES.update(BILLING_TABLES)
 
 # --- Cost tables (issue: cost allocation and margin) go below.
+
+#: one row per normalized input cost line (FOCUS, AWS CUR 2.0 or a simple cost.csv). A newer
+#: ingest of the same ``source_key`` (file path or s3:// URL) supersedes the older one in the views.
+COST_LINES = pa.schema(
+    [
+        pa.field("line_id", pa.string(), nullable=False),  # "<ingest_batch>:<row>"
+        pa.field("source_key", pa.string(), nullable=False),
+        pa.field("source_format", pa.string(), nullable=False),  # focus | cur2 | simple
+        pa.field("charge_period_start", TS, nullable=False),
+        pa.field("charge_period_end", TS, nullable=False),
+        pa.field("day", pa.date32(), nullable=False),  # UTC day of charge_period_start
+        pa.field("service", pa.string(), nullable=False),
+        # usage | purchase | tax | credit | adjustment | idle (unused split capacity) | split_residual
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("resource_id", pa.string()),
+        pa.field("tenant_tag", pa.string()),  # raw value of the tenant tag, unvalidated
+        pa.field("tags", ATTRS),
+        pa.field("amount", QUANTITY, nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        pa.field("ingested_at", TS, nullable=False),
+        *_COMMON_TAIL,  # "cost:<sha256 of the file>"
+    ]
+)
+
+#: one row per (cost line, tenant share); tenant_id null = unallocated (``reason`` says why).
+#: For every line_id the amounts add up exactly to the line's amount.
+COST_ALLOCATIONS = pa.schema(
+    [
+        pa.field("line_id", pa.string(), nullable=False),
+        pa.field("day", pa.date32(), nullable=False),
+        pa.field("service", pa.string(), nullable=False),
+        pa.field("tenant_id", pa.string()),
+        pa.field("amount", QUANTITY, nullable=False),
+        pa.field("currency", pa.string(), nullable=False),
+        # direct | proportional | even | fixed | shared_spread | shared_platform | unallocated
+        pa.field("method", pa.string(), nullable=False),
+        pa.field("rule", pa.string()),
+        pa.field("driver", pa.string()),
+        pa.field("driver_quantity", QUANTITY),
+        pa.field("reason", pa.string()),
+        pa.field("cost_batch", pa.string(), nullable=False),  # ingest_batch of the cost line
+        pa.field("allocated_at", TS, nullable=False),
+        *_COMMON_TAIL,  # the allocation run
+    ]
+)
+
+COST_TABLES: dict[str, pa.Schema] = {"cost_lines": COST_LINES, "cost_allocations": COST_ALLOCATIONS}
+LAKE_TABLES.update(COST_TABLES)
+
+
+class CostReason(str, enum.Enum):
+    """Why a share of a cost line could not be attributed to a tenant (``cost_allocations.reason``)."""
+
+    NO_MATCHING_RULE = "no_matching_rule"
+    NO_DRIVER_DATA = "no_driver_data"  # a driver rule matched but measured nothing in the period
+    INVALID_TENANT_TAG = "invalid_tenant_tag"  # tag value is not a valid tenant id (hostile, too long)
+    UNKNOWN_TENANT_TAG = "unknown_tenant_tag"  # valid id, not in the configured catalog
+    UNATTRIBUTED_USAGE = "unattributed_usage"  # the share driven by telemetry without tenant context
+
+    def __str__(self) -> str:
+        return self.value

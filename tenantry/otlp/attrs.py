@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from tenantry import schemas
 from tenantry.otlp.anyvalue import AttributeValueError, decode_key_value
+from tenantry.otlp.wire import varint as _varint
 
 #: below this many attributes the numpy set-up costs more than it saves
 _VECTOR_MIN = 48
@@ -42,19 +43,27 @@ class AttrColumns:
     values: pa.Array
     record: np.ndarray  # flat: the record index of each attribute
     bad: dict[int, str]  # record index -> why one of its attributes is malformed
+    codes: np.ndarray | None = None  # flat: index of each key in ``dictionary``
+    dictionary: list | None = None  # the distinct keys
 
     def lookup(self, key: str, empty_is_null: bool = False) -> pa.Array:
         """Per record, the value of attribute ``key`` (null where the record has none)."""
         n = len(self.attributes)
         if len(self.keys) == 0:
             return pa.nulls(n, pa.string())
-        hits = np.flatnonzero(pc.equal(self.keys, key).to_numpy(zero_copy_only=False))
+        if self.codes is not None:
+            if key not in self.dictionary:
+                return pa.nulls(n, pa.string())
+            hits = np.flatnonzero(self.codes == self.dictionary.index(key))
+        else:
+            hits = np.flatnonzero(pc.fill_null(pc.equal(self.keys, key), False).to_numpy(zero_copy_only=False))
+        if empty_is_null and len(hits):
+            offs = np.frombuffer(self.values.buffers()[1], np.int32, count=len(self.values) + 1,
+                                 offset=self.values.offset * 4)
+            hits = hits[offs[hits + 1] > offs[hits]]
         idx = np.full(n, -1, np.int64)
         idx[self.record[hits]] = hits
-        out = self.values.take(pa.array(idx, mask=idx < 0))
-        if empty_is_null:
-            out = pc.if_else(pc.equal(out, ""), pa.scalar(None, pa.string()), out)
-        return out
+        return self.values.take(pa.array(idx, mask=idx < 0))
 
 
 def decode_attribute_lists(lists) -> AttrColumns:
@@ -89,31 +98,40 @@ def _bad_detail(i: int, record: np.ndarray, raw: bytes, err: Exception) -> str:
     return f"attribute #{pos}: {err}; raw KeyValue (base64) {base64.b64encode(raw[:256]).decode()}"
 
 
-def _varint(data: np.ndarray, pos: np.ndarray, max_bytes: int = 10):
-    """Decode the varint at each ``pos`` (``data`` padded past its end): (value, size, ok)."""
-    val = np.zeros(len(pos), np.uint64)
-    size = np.zeros(len(pos), np.int64)
-    done = np.zeros(len(pos), bool)
-    limit = len(data) - 1
-    for j in range(max_bytes):
-        b = data[np.minimum(pos + j, limit)].astype(np.uint64)
-        active = ~done
-        val |= np.where(active, (b & np.uint64(0x7F)) << np.uint64(7 * j), np.uint64(0))
-        size += active
-        done |= b < 0x80
-        if done.all():
-            break
-    return val, size, done
+def padded_buffer(flat: list) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes of ``flat`` joined and zero-padded, offsets) for the numpy decoders."""
+    arr = pa.array(flat, pa.large_binary())
+    offs = np.frombuffer(arr.buffers()[1], np.int64, count=len(flat) + 1)
+    body = np.frombuffer(arr.buffers()[2], np.uint8, count=int(offs[-1])) if offs[-1] else np.zeros(0, np.uint8)
+    return np.concatenate([body, np.zeros(_PAD, np.uint8)]), offs
 
 
 def _decode_vectorized(flat: list, record: np.ndarray):
-    n = len(flat)
-    arr = pa.array(flat, pa.large_binary())
-    offs = np.frombuffer(arr.buffers()[1], np.int64, count=n + 1)
-    body = np.frombuffer(arr.buffers()[2], np.uint8, count=int(offs[-1])) if offs[-1] else np.zeros(0, np.uint8)
-    data = np.concatenate([body, np.zeros(_PAD, np.uint8)])
+    data, offs = padded_buffer(flat)
+    return decode_regions(data, offs[:-1], offs[1:], record, flat.__getitem__)
+
+
+def decode_attribute_regions(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, record: np.ndarray,
+                             n_records: int) -> AttrColumns:
+    """Like :func:`decode_attribute_lists` for KeyValues found in ``data`` (padded by 16 bytes).
+
+    ``record`` (non-decreasing) is the record index of each attribute.
+    """
+    counts = np.bincount(record, minlength=n_records) if len(record) else np.zeros(n_records, np.int64)
+    offsets = np.zeros(n_records + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if len(starts) < _VECTOR_MIN:
+        flat = [data[s:e].tobytes() for s, e in zip(starts.tolist(), ends.tolist())]
+        keys, values, bad = _decode_python(flat, record)
+    else:
+        keys, values, bad = decode_regions(data, starts, ends, record, lambda i: data[starts[i]:ends[i]].tobytes())
+    return _assemble(keys, values, record, offsets, bad)
+
+
+def decode_regions(data: np.ndarray, start: np.ndarray, end: np.ndarray, record: np.ndarray, raw_of):
+    """(keys, values, bad) of the KeyValues at ``data[start[i]:end[i]]``; ``raw_of(i)`` gives bytes."""
+    n = len(start)
     limit = len(data) - 1
-    start, end = offs[:-1], offs[1:]
 
     # KeyValue: 0x0A <klen> key 0x12 <vlen> AnyValue, filling the attribute exactly
     ok = (end - start >= 4) & (data[np.minimum(start, limit)] == 0x0A)
@@ -183,10 +201,11 @@ def _decode_vectorized(flat: list, record: np.ndarray):
     valid_value = ~empty
     valid_key = np.ones(n, bool)
     for i in np.flatnonzero(fallback).tolist():
+        raw = raw_of(i)
         try:
-            k, v = decode_key_value(flat[i])
+            k, v = decode_key_value(raw)
         except AttributeValueError as e:
-            bad.setdefault(int(record[i]), _bad_detail(i, record, flat[i], e))
+            bad.setdefault(int(record[i]), _bad_detail(i, record, raw, e))
             k, v = "", None
             valid_key[i] = False
         kb = k.encode("utf-8")
@@ -204,7 +223,7 @@ def _decode_vectorized(flat: list, record: np.ndarray):
     keys = _gather_strings(pool, kstart, klength, None)
     values = _gather_strings(pool, vstart, vlength, valid_value)
     for i, which in _invalid_utf8(keys, values, ~fallback):
-        bad.setdefault(int(record[i]), _bad_detail(i, record, flat[i], AttributeValueError(f"{which} is not valid UTF-8")))
+        bad.setdefault(int(record[i]), _bad_detail(i, record, raw_of(i), AttributeValueError(f"{which} is not valid UTF-8")))
         valid_key[i] = False
     if not valid_key.all():
         keys = pc.if_else(pa.array(valid_key), keys, pa.scalar(None, pa.string()))
@@ -244,11 +263,14 @@ def _assemble(keys: pa.Array, values: pa.Array, record: np.ndarray, offsets: np.
     keys = keys.cast(pa.string()) if keys.type != pa.string() else keys
     values = values.cast(pa.string()) if values.type != pa.string() else values
     keep = None
+    codes = dictionary = None
     if keys.null_count:  # keys of malformed attributes: dropped from the map (record is reported)
         keep = keys.is_valid().to_numpy(zero_copy_only=False)
     if len(keys) > 1:
-        codes = pc.dictionary_encode(keys.fill_null("") if keys.null_count else keys).indices.to_numpy(zero_copy_only=False)
-        ndict = int(codes.max()) + 1 if len(codes) else 1
+        encoded = pc.dictionary_encode(keys.fill_null("") if keys.null_count else keys)
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        dictionary = encoded.dictionary.to_pylist()
+        ndict = len(dictionary)
         pair = record * ndict + codes
         if len(pc.unique(pa.array(pair))) < len(pair):
             # keep the last occurrence of each (record, key): first in the reversed order
@@ -259,7 +281,8 @@ def _assemble(keys: pa.Array, values: pa.Array, record: np.ndarray, offsets: np.
     if keep is not None and not keep.all():
         mask = pa.array(keep)
         keys, values, record = keys.filter(mask), values.filter(mask), record[keep]
+        codes = codes[keep] if codes is not None else None
         offsets = np.zeros(len(offsets), np.int64)
         np.cumsum(np.bincount(record, minlength=len(offsets) - 1), out=offsets[1:])
     maps = pa.MapArray.from_arrays(pa.array(offsets.astype(np.int32)), keys, values, type=schemas.ATTRS)
-    return AttrColumns(maps, keys, values, record, bad)
+    return AttrColumns(maps, keys, values, record, bad, codes, dictionary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -22,14 +23,25 @@ STATUS_CODES = pa.array(["unset", "ok", "error"])
 TEMPORALITIES = pa.array(["unspecified", "delta", "cumulative"])
 
 
+@functools.lru_cache(maxsize=None)
+def empty(name: str) -> pa.Table:
+    """The empty table of ``name`` (cached: building one costs more than decoding a small request)."""
+    return schemas.empty(name)
+
+
 def hex_ids(ids: list) -> pa.Array:
     """Lower-case hex strings of a list of id bytes; empty ids become null."""
-    n = len(ids)
     arr = pa.array(ids, pa.large_binary())
-    offs = np.frombuffer(arr.buffers()[1], np.int64, count=n + 1)
+    offs = np.frombuffer(arr.buffers()[1], np.int64, count=len(ids) + 1)
     total = int(offs[-1])
     body = np.frombuffer(arr.buffers()[2], np.uint8, count=total) if total else np.zeros(0, np.uint8)
-    text = _HEX_PAIRS[body].view(np.uint8)
+    return hex_from_buffer(body, offs)
+
+
+def hex_from_buffer(body: np.ndarray, offs: np.ndarray) -> pa.Array:
+    """Hex strings of the byte slices ``body[offs[i]:offs[i+1]]`` (offsets from 0); empty -> null."""
+    n = len(offs) - 1
+    text = _HEX_PAIRS[body[: int(offs[-1])]].view(np.uint8)
     valid = np.diff(offs) > 0
     nulls = int(n - valid.sum())
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
@@ -39,7 +51,7 @@ def hex_ids(ids: list) -> pa.Array:
 
 def timestamps(values: list) -> tuple[pa.Array, np.ndarray]:
     """(timestamp[ns, UTC] array, mask of values too large for int64 nanoseconds, set null)."""
-    arr = np.array(values, np.uint64) if values else np.zeros(0, np.uint64)
+    arr = np.asarray(values, np.uint64) if len(values) else np.zeros(0, np.uint64)
     too_big = arr > _INT64_MAX
     ints = arr.view(np.int64)
     if too_big.any():
@@ -49,7 +61,7 @@ def timestamps(values: list) -> tuple[pa.Array, np.ndarray]:
 
 def enum_names(values: list, names: pa.Array) -> pa.Array:
     """Map enum integers to their names; values outside the enum become null."""
-    idx = np.array(values, np.int64) if values else np.zeros(0, np.int64)
+    idx = np.asarray(values, np.int64) if len(values) else np.zeros(0, np.int64)
     bad = (idx < 0) | (idx >= len(names))
     return names.take(pa.array(np.where(bad, 0, idx), mask=bad if bad.any() else None))
 
@@ -93,7 +105,7 @@ def attribution(record: AttrColumns, res: Resources, res_idx: pa.Array) -> dict[
 def split_bad(table_name: str, table: pa.Table, bad: dict[int, str], reason=schemas.Reason.MALFORMED_RECORD):
     """(good rows, quarantine rows) where ``bad`` maps row index -> detail."""
     if not bad:
-        return table, schemas.empty("quarantine")
+        return table, empty("quarantine")
     idx = sorted(bad)
     mask = np.zeros(table.num_rows, bool)
     mask[idx] = True
@@ -109,7 +121,7 @@ def quarantine_rows(table_name: str, rows: pa.Table, reason, details) -> pa.Tabl
     """
     n = rows.num_rows
     if n == 0:
-        return schemas.empty("quarantine")
+        return empty("quarantine")
     plain = rows
     for i, field in enumerate(rows.schema):
         if pa.types.is_timestamp(field.type):

@@ -40,7 +40,7 @@ def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
             records.extend(group)
     n = len(records)
     if n == 0:
-        return schemas.empty("logs"), schemas.empty("usage_events"), schemas.empty("quarantine")
+        return C.empty("logs"), C.empty("usage_events"), C.empty("quarantine")
 
     res = C.Resources(res_lists)
     scope_idx = C.group_index(scope_sizes)
@@ -88,7 +88,7 @@ def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
     is_usage = pc.fill_null(is_usage, False).to_numpy(zero_copy_only=False)
     malformed = np.zeros(n, bool)
     malformed[list(bad)] = True
-    quarantine = [schemas.empty("quarantine")]
+    quarantine = [C.empty("quarantine")]
     for table_name, mask in (("logs", ~is_usage), ("usage_events", is_usage)):
         sel = np.flatnonzero(mask & malformed)
         if len(sel):

@@ -71,14 +71,17 @@ _AS_BYTES = {
 }
 
 
-def _build_lite_classes() -> dict:
+def _build_lite_classes(extra: dict | None = None) -> dict:
+    as_bytes = {f: dict(m) for f, m in _AS_BYTES.items()}
+    for f, msgs in (extra or {}).items():
+        as_bytes.setdefault(f, {}).update(msgs)
     pool = descriptor_pool.DescriptorPool()
     modules = (common_pb2, resource_pb2, trace_pb2, logs_pb2, metrics_pb2,
                trace_service_pb2, logs_service_pb2, metrics_service_pb2)
     for mod in modules:
         fdp = descriptor_pb2.FileDescriptorProto()
         mod.DESCRIPTOR.CopyToProto(fdp)
-        changes = _AS_BYTES.get(fdp.name, {})
+        changes = as_bytes.get(fdp.name, {})
         for msg in fdp.message_type:
             for field in msg.field:
                 if field.name in changes.get(msg.name, ()):
@@ -93,6 +96,9 @@ def _build_lite_classes() -> dict:
 
 #: the lite Export*ServiceRequest class of each signal (see the module docstring)
 LITE_CLASSES = _build_lite_classes()
+#: traces request whose spans are left as raw bytes, for the numpy span decoder (tenantry.otlp.wire)
+SPAN_BYTES_REQUEST = _build_lite_classes(
+    {"opentelemetry/proto/trace/v1/trace.proto": {"ScopeSpans": ("spans",)}})["traces"]
 
 KeyValue = common_pb2.KeyValue
 AnyValue = common_pb2.AnyValue

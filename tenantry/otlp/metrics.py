@@ -9,7 +9,6 @@ its bounds (``len(bucket_counts) != len(explicit_bounds) + 1``, both non-empty) 
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
 from tenantry import schemas
@@ -88,7 +87,7 @@ def decode_metrics(req, ingest_batch: str) -> tuple[pa.Table, pa.Table]:
                     p_res.append(ri), p_scope.append(si), p_metric.append(mi)
     n = len(points)
     if n == 0:
-        return schemas.empty("metric_points"), schemas.empty("quarantine")
+        return C.empty("metric_points"), C.empty("quarantine")
 
     res = C.Resources(res_lists)
     res_idx = pa.array(p_res, pa.int64())

@@ -1,20 +1,34 @@
-"""ExportTraceServiceRequest (lite class) -> the ``spans`` table, column by column.
+"""ExportTraceServiceRequest -> the ``spans`` table, column by column.
 
-This is the hot path of the whole system, so nothing here builds a Python object per span
-beyond what reading the protobuf costs: each column is one comprehension over the flat list of
-spans, attributes go to the numpy decoder in :mod:`tenantry.otlp.attrs`, ids to a hex lookup
-table, and resource / scope values are decoded once per group and repeated with ``take``.
+This is the hot path of the whole system. Two decoders produce the same table:
+
+- :func:`decode_span_bytes` (the fast path, for protobuf bodies): upb parses the request down to
+  each span's raw bytes, then :mod:`tenantry.otlp.wire` reads every span's fields with numpy in
+  lockstep, attributes included, so no Python object is made per span or per attribute. It
+  returns None for anything it does not fully understand, and the caller uses:
+- :func:`decode_spans` (upb path): one comprehension per column over the spans of a lite message.
+
+Both repeat resource / scope values with ``take`` and decode attributes in one batch.
 """
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from google.protobuf.message import DecodeError
 
 from tenantry import schemas
 from tenantry.otlp import columns as C
-from tenantry.otlp.attrs import decode_attribute_lists
-from tenantry.otlp.messages import Status
+from tenantry.otlp import wire
+from tenantry.otlp.attrs import decode_attribute_lists, decode_attribute_regions, padded_buffer
+from tenantry.otlp.messages import SPAN_BYTES_REQUEST, Status
+
+#: below this many spans the upb path is cheaper than the numpy set-up
+FAST_MIN_SPANS = 64
+_TOO_LATE = "is beyond the int64 nanosecond range (year 2262)"
 
 
 def _statuses(raw: list) -> tuple[list, list, dict[bytes, str]]:
@@ -25,68 +39,48 @@ def _statuses(raw: list) -> tuple[list, list, dict[bytes, str]]:
         try:
             st = Status.FromString(b)
             parsed[b] = (int(st.code), st.message or None)
-        except Exception as e:  # noqa: BLE001 - any parse failure makes the span malformed
+        except DecodeError as e:
             parsed[b] = (0, None)
             errors[b] = f"span status is not a valid Status message ({e})"
-    get = parsed.__getitem__
-    pairs = list(map(get, raw))
+    pairs = list(map(parsed.__getitem__, raw))
     return [p[0] for p in pairs], [p[1] for p in pairs], errors
 
 
-def decode_spans(req, ingest_batch: str) -> tuple[pa.Table, pa.Table]:
-    """(spans, quarantine) for one request; malformed spans are quarantined, the rest kept."""
-    res_lists, scope_names, scope_res, scope_sizes, spans = [], [], [], [], []
-    for ri, rs in enumerate(req.resource_spans):
+def _groups(resource_spans):
+    """(resource attribute lists, scope names, resource index per scope, spans per scope, spans)."""
+    res_lists, scope_names, scope_res, scope_sizes, groups = [], [], [], [], []
+    for ri, rs in enumerate(resource_spans):
         res_lists.append(rs.resource.attributes)
         for ss in rs.scope_spans:
             group = ss.spans
             scope_names.append(ss.scope.name or None)
             scope_res.append(ri)
             scope_sizes.append(len(group))
-            spans.extend(group)
-    n = len(spans)
-    if n == 0:
-        return schemas.empty("spans"), schemas.empty("quarantine")
+            groups.append(group)
+    return res_lists, scope_names, scope_res, scope_sizes, groups
 
+
+def _build(n, res_lists, scope_names, scope_res, scope_sizes, attrs, cols, ingest_batch, bad):
     res = C.Resources(res_lists)
     scope_idx = C.group_index(scope_sizes)
     res_idx = pa.array(scope_res, pa.int64()).take(scope_idx)
-    attrs = decode_attribute_lists([s.attributes for s in spans])
-    bad = dict(attrs.bad)
-
-    starts = [s.start_time_unix_nano for s in spans]
-    ends = [s.end_time_unix_nano for s in spans]
-    start, start_big = C.timestamps(starts)
-    end, end_big = C.timestamps(ends)
-    C.note_bad(bad, start_big, "start_time_unix_nano is beyond the int64 nanosecond range (year 2262)")
-    C.note_bad(bad, end_big, "end_time_unix_nano is beyond the int64 nanosecond range (year 2262)")
-    s_ns = np.where(start_big, 0, np.array(starts, np.uint64).view(np.int64))
-    e_ns = np.where(end_big, 0, np.array(ends, np.uint64).view(np.int64))
-    duration = (e_ns - s_ns) / 1e6
-
-    codes, messages, status_errors = _statuses([s.status for s in spans])
-    if status_errors:
-        for i, s in enumerate(spans):
-            if s.status in status_errors:
-                bad.setdefault(i, status_errors[s.status])
-
+    start, start_big = C.timestamps(cols["start"])
+    end, end_big = C.timestamps(cols["end"])
+    C.note_bad(bad, start_big, f"start_time_unix_nano {_TOO_LATE}")
+    C.note_bad(bad, end_big, f"end_time_unix_nano {_TOO_LATE}")
+    s_ns = np.where(start_big, 0, np.asarray(cols["start"], np.uint64).view(np.int64))
+    e_ns = np.where(end_big, 0, np.asarray(cols["end"], np.uint64).view(np.int64))
     who = C.attribution(attrs, res, res_idx)
     table = pa.Table.from_arrays(
         [
-            who["tenant_id"],
-            who["tenant_tier"],
-            who["user_id"],
+            who["tenant_id"], who["tenant_tier"], who["user_id"],
             res.service_name.take(res_idx),
-            C.hex_ids([s.trace_id for s in spans]),
-            C.hex_ids([s.span_id for s in spans]),
-            C.hex_ids([s.parent_span_id for s in spans]),
-            pa.array([s.name for s in spans], pa.string()),
-            C.enum_names([s.kind for s in spans], C.SPAN_KINDS),
-            C.enum_names(codes, C.STATUS_CODES),
-            pa.array(messages, pa.string()),
-            start,
-            end,
-            pa.array(duration, pa.float64()),
+            cols["trace_id"], cols["span_id"], cols["parent_span_id"], cols["name"],
+            C.enum_names(cols["kind"], C.SPAN_KINDS),
+            C.enum_names(cols["status_code"], C.STATUS_CODES),
+            cols["status_message"],
+            start, end,
+            pa.array((e_ns - s_ns) / 1e6, pa.float64()),
             attrs.attributes,
             res.attrs.attributes.take(res_idx),
             pa.array(scope_names, pa.string()).take(scope_idx),
@@ -96,3 +90,135 @@ def decode_spans(req, ingest_batch: str) -> tuple[pa.Table, pa.Table]:
         schema=schemas.SPANS,
     )
     return C.split_bad("spans", table, bad)
+
+
+def decode_spans(req, ingest_batch: str) -> tuple[pa.Table, pa.Table]:
+    """(spans, quarantine) for one lite request; malformed spans are quarantined, the rest kept."""
+    res_lists, scope_names, scope_res, scope_sizes, groups = _groups(req.resource_spans)
+    spans = list(chain.from_iterable(groups))
+    n = len(spans)
+    if n == 0:
+        return C.empty("spans"), C.empty("quarantine")
+    attrs = decode_attribute_lists([s.attributes for s in spans])
+    bad = dict(attrs.bad)
+    codes, messages, status_errors = _statuses([s.status for s in spans])
+    if status_errors:
+        for i, s in enumerate(spans):
+            if s.status in status_errors:
+                bad.setdefault(i, status_errors[s.status])
+    cols = {
+        "trace_id": C.hex_ids([s.trace_id for s in spans]),
+        "span_id": C.hex_ids([s.span_id for s in spans]),
+        "parent_span_id": C.hex_ids([s.parent_span_id for s in spans]),
+        "name": pa.array([s.name for s in spans], pa.string()),
+        "kind": [s.kind for s in spans],
+        "start": [s.start_time_unix_nano for s in spans],
+        "end": [s.end_time_unix_nano for s in spans],
+        "status_code": codes,
+        "status_message": pa.array(messages, pa.string()),
+    }
+    return _build(n, res_lists, scope_names, scope_res, scope_sizes, attrs, cols, ingest_batch, bad)
+
+
+# -- the numpy fast path -------------------------------------------------------------------------
+
+def _strings(data, fields: wire.Fields, idx: np.ndarray, hex_ids: bool = False) -> pa.Array | None:
+    """The string (or hex id) of the entry ``idx[i]`` per message; None if not valid UTF-8."""
+    present = idx >= 0
+    starts = np.zeros(len(idx), np.int64)
+    lengths = np.zeros(len(idx), np.int64)
+    starts[present] = fields.start[idx[present]]
+    lengths[present] = fields.value[idx[present]].astype(np.int64)
+    buf, offsets = wire.gather(data, starts, lengths)
+    if hex_ids:
+        return C.hex_from_buffer(buf, offsets)
+    out = pa.Array.from_buffers(pa.large_string(), len(idx), [None, pa.py_buffer(offsets), pa.py_buffer(buf)])
+    try:
+        out.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return out.cast(pa.string())
+
+
+def _status_columns(data, fields: wire.Fields, idx: np.ndarray, n: int):
+    """(code ints, messages) from the Status sub-messages; None if any is not clean."""
+    codes = np.zeros(n, np.int64)
+    messages = pa.nulls(n, pa.string())
+    has = np.flatnonzero(idx >= 0)
+    if len(has) == 0:
+        return codes, messages
+    sub = wire.scan(data, fields.start[idx[has]], fields.start[idx[has]] + fields.value[idx[has]].astype(np.int64))
+    if not sub.ok.all():
+        return None
+    code_at, wrong_code = sub.last(3, wire.VARINT, len(has))
+    msg_at, wrong_msg = sub.last(2, wire.LEN, len(has))
+    if wrong_code.any() or wrong_msg.any():
+        return None
+    got = code_at >= 0
+    codes[has[got]] = _as_enum(sub.value[code_at[got]])
+    text = _strings(data, sub, msg_at)
+    if text is None:
+        return None
+    full = np.full(n, -1, np.int64)
+    full[has] = np.arange(len(has))
+    text = text.take(pa.array(full, mask=full < 0))
+    return codes, pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def _as_enum(raw: np.ndarray) -> np.ndarray:
+    """Varint values read as protobuf enums (int32, as upb truncates them)."""
+    return (raw & np.uint64(0xFFFFFFFF)).astype(np.uint32).view(np.int32).astype(np.int64)
+
+
+def decode_span_bytes(body: bytes, ingest_batch: str):
+    """(spans, quarantine) decoded with numpy, or None when the upb path must be used."""
+    try:
+        req = SPAN_BYTES_REQUEST.FromString(body)
+    except (DecodeError, RecursionError):
+        return None
+    res_lists, scope_names, scope_res, scope_sizes, groups = _groups(req.resource_spans)
+    flat = list(chain.from_iterable(groups))
+    n = len(flat)
+    if n < FAST_MIN_SPANS:
+        return None
+    data, offs = padded_buffer(flat)
+    f = wire.scan(data, offs[:-1], offs[1:])
+    if not f.ok.all():
+        return None
+    at = {}
+    for number, wt in ((1, wire.LEN), (2, wire.LEN), (3, wire.LEN), (4, wire.LEN), (5, wire.LEN),
+                       (6, wire.VARINT), (7, wire.I64), (8, wire.I64), (15, wire.LEN)):
+        at[number], wrong = f.last(number, wt, n)
+        if wrong.any():
+            return None
+    attr_entries = np.flatnonzero(f.field == 9)
+    if len(attr_entries) and (f.wire[attr_entries] != wire.LEN).any():
+        return None
+    attr_entries = attr_entries[np.argsort(f.msg[attr_entries], kind="stable")]
+    a_start = f.start[attr_entries]
+    attrs = decode_attribute_regions(data, a_start, a_start + f.value[attr_entries].astype(np.int64),
+                                     f.msg[attr_entries], n)
+    status = _status_columns(data, f, at[15], n)
+    name = _strings(data, f, at[5])
+    if status is None or name is None or _strings(data, f, at[3]) is None:  # trace_state must be UTF-8 too
+        return None
+
+    def scalar(number):
+        idx = at[number]
+        out = np.zeros(n, np.uint64)
+        out[idx >= 0] = f.value[idx[idx >= 0]]
+        return out
+
+    kind = _as_enum(scalar(6))
+    cols = {
+        "trace_id": _strings(data, f, at[1], hex_ids=True),
+        "span_id": _strings(data, f, at[2], hex_ids=True),
+        "parent_span_id": _strings(data, f, at[4], hex_ids=True),
+        "name": name,
+        "kind": np.where(kind > 5, -1, kind),
+        "start": scalar(7),
+        "end": scalar(8),
+        "status_code": np.where(status[0] > 2, -1, status[0]),
+        "status_message": status[1],
+    }
+    return _build(n, res_lists, scope_names, scope_res, scope_sizes, attrs, cols, ingest_batch, dict(attrs.bad))

@@ -57,7 +57,7 @@ def extract_usage(logs: pa.Table, attrs, rows: np.ndarray, times: np.ndarray) ->
     per log row (record time, or observed time when 0).
     """
     if len(rows) == 0:
-        return schemas.empty("usage_events"), schemas.empty("quarantine")
+        return C.empty("usage_events"), C.empty("quarantine")
     offsets = attrs.attributes.offsets.to_numpy()
     keys = attrs.keys.to_pylist()
     values = attrs.values.to_pylist()
@@ -88,7 +88,7 @@ def extract_usage(logs: pa.Table, attrs, rows: np.ndarray, times: np.ndarray) ->
         out.append((a[schemas.USAGE_EVENT_ID_KEY], a[schemas.USAGE_METER_KEY], quantity,
                     a.get(schemas.USAGE_UNIT_KEY), int(times[i]), dims))
     events = _events_table(sub.take(pa.array(good, pa.int64())), out)
-    quarantine = [schemas.empty("quarantine")]
+    quarantine = [C.empty("quarantine")]
     for reason in (schemas.Reason.MISSING_FIELD, schemas.Reason.INVALID_QUANTITY):
         pick = [k for k, r in enumerate(bad_reason) if r == reason]
         if pick:
@@ -100,7 +100,7 @@ def extract_usage(logs: pa.Table, attrs, rows: np.ndarray, times: np.ndarray) ->
 def _events_table(sub: pa.Table, out: list) -> pa.Table:
     n = len(out)
     if n == 0:
-        return schemas.empty("usage_events")
+        return C.empty("usage_events")
     times = np.array([o[4] for o in out], np.int64)
     return pa.Table.from_arrays(
         [

@@ -75,7 +75,7 @@ def test_log_body_has_its_own_limit():
 def test_missing_required_field(table):
     col = {"spans": "trace_id", "logs": "trace_id", "usage_events": "meter"}[table]
     opts = {"required": {"logs": ["trace_id"]}} if table == "logs" else {}
-    res = _validate(**opts).process(table, make_batch(table, [{col: ""}, {}]))
+    res = _validate(**opts).process(table, make_batch(table, [{col: ""}, {col: "present"}]))
     assert _reasons(res) == ["missing_field"]
 
 

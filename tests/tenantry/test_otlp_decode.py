@@ -365,3 +365,4 @@ def test_every_record_in_is_accounted_for_in_rows_out():
         {"count": 1, "bucket_counts": [1, 0, 0], "explicit_bounds": [1.0]}, {"count": 1}]}])
     mout = decode("metrics", mreq)
     assert mout["metric_points"].num_rows + mout["quarantine"].num_rows == record_count("metrics", mreq) == 2
+

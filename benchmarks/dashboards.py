@@ -1,0 +1,167 @@
+"""Benchmark: every dashboard panel's query over a big warehouse (issue 9).
+
+Generates hourly aggregates directly as lake parts of the partial tables (sre_hourly_partials,
+latency_sketch_hourly, usage_events, processor_stats, coverage_partials) for N tenants over D days,
+builds the views, then times each panel of each dashboard (fleet scope, the default 7-day range and
+the 90-day range) and prints p50 / p99 per panel against the issue's target (100 ms at p99).
+
+    .venv/bin/python benchmarks/dashboards.py --tenants 10000 --days 90 --density 0.25
+
+``synthetic_warehouse`` is also what the dashboard tests use for small, hostile warehouses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tenantry.warehouse import Warehouse  # noqa: E402
+
+TARGET_P99_MS = 100.0
+
+
+def _ts(values_us: np.ndarray) -> pa.Array:
+    return pa.array(values_us, pa.timestamp("us", tz="UTC")).cast(pa.timestamp("ns", tz="UTC"))
+
+
+def synthetic_warehouse(root: str | Path, tenants: list[str], *, days: int = 2, services=("api",),
+                        meters=("api_calls",), density: float = 1.0, now: dt.datetime | None = None,
+                        requests_of: dict[str, float] | None = None, seed: int = 7,
+                        run_id: str = "synthetic") -> Warehouse:
+    """A warehouse holding hourly aggregates for ``tenants`` over the last ``days`` days.
+
+    ``density`` is the share of (tenant, hour, service) cells with traffic; ``requests_of`` pins a
+    tenant's requests per active hour (tests scan pages for these figures). Names are used as
+    given, so hostile service or meter names reach every view.
+    """
+    rng = np.random.default_rng(seed)
+    now = (now or dt.datetime.now(dt.timezone.utc)).replace(minute=0, second=0, microsecond=0)
+    wh = Warehouse.open(root)
+    wh.build_views()
+    hours = days * 24
+    end_us = int(now.timestamp() * 1_000_000)
+    hour_us = end_us - np.arange(hours, dtype=np.int64)[::-1] * 3_600_000_000
+    t_idx, h_idx, s_idx = np.meshgrid(np.arange(len(tenants)), np.arange(hours), np.arange(len(services)),
+                                      indexing="ij")
+    t_idx, h_idx, s_idx = t_idx.ravel(), h_idx.ravel(), s_idx.ravel()
+    if density < 1.0:
+        keep = rng.random(t_idx.size) < density
+        t_idx, h_idx, s_idx = t_idx[keep], h_idx[keep], s_idx[keep]
+    n = t_idx.size
+    tenant_arr = pa.array(tenants, pa.string()).take(pa.array(t_idx))
+    service_arr = pa.array(list(services), pa.string()).take(pa.array(s_idx))
+    requests = rng.integers(1, 500, n).astype(np.float64)
+    if requests_of:
+        for t, r in requests_of.items():
+            requests[t_idx == tenants.index(t)] = r
+    errors = np.floor(requests * rng.random(n) * 0.05)
+    batch = pa.array([run_id] * n, pa.string())
+    hours_arr = _ts(hour_us[h_idx])
+    wh.write_part("sre_hourly_partials", run_id, "part-0", pa.table({
+        "hour": hours_arr, "tenant_id": tenant_arr, "service_name": service_arr, "requests": requests,
+        "errors": errors, "duration_sum_ms": requests * 40.0, "ingest_batch": batch}))
+    # three sketch buckets per cell (fast, typical, slow) carrying all the requests
+    k = 3
+    keys = np.array([320, 360, 420], dtype=np.int32)  # ~25 ms, ~37 ms, ~67 ms at 1% accuracy
+    share = np.array([0.9, 0.08, 0.02])
+    wh.write_part("latency_sketch_hourly", run_id, "part-0", pa.table({
+        "hour": pa.concat_arrays([hours_arr] * k), "tenant_id": pa.concat_arrays([tenant_arr] * k),
+        "service_name": pa.concat_arrays([service_arr] * k),
+        "key": np.repeat(keys, n), "count": np.concatenate([requests * s for s in share]),
+        "ingest_batch": pa.concat_arrays([batch] * k)}))
+    # one usage event per tenant per day per meter (usage_events feeds tenant_usage_daily)
+    day_us = end_us - np.arange(days, dtype=np.int64)[::-1] * 86_400_000_000
+    ut, ud, um = (a.ravel() for a in np.meshgrid(np.arange(len(tenants)), np.arange(days), np.arange(len(meters)),
+                                                indexing="ij"))
+    m = ut.size
+    qty = pa.array([Decimal(int(q)) for q in rng.integers(1, 10_000, m)], pa.decimal128(38, 9))
+    wh.write_part("usage_events", run_id, "part-0", pa.table({
+        "event_id": pa.array([f"ev-{i}" for i in range(m)]), "tenant_id": pa.array(tenants).take(pa.array(ut)),
+        "meter": pa.array(list(meters)).take(pa.array(um)), "quantity": qty, "unit": pa.array(["calls"] * m),
+        "time": _ts(day_us[ud]), "dimensions": pa.array([[]] * m, pa.map_(pa.string(), pa.string())),
+        "source": pa.array(["app"] * m), "service_name": pa.array([services[0]] * m),
+        "trace_id": pa.nulls(m, pa.string()), "span_id": pa.nulls(m, pa.string()),
+        "ingest_batch": pa.array([run_id] * m)}))
+    nt = len(tenants)
+    wh.write_part("processor_stats", run_id, "part-0", pa.table({
+        "table": pa.array(["spans"] * nt), "tenant_id": pa.array(tenants),
+        "processor": pa.array(["redact"] * nt), "outcome": pa.array(["redacted:email"] * nt),
+        "count": pa.array(rng.integers(1, 50, nt)), "ingest_batch": pa.array([run_id] * nt)}))
+    days_arr = pa.array([(now - dt.timedelta(days=i)).date() for i in range(days)], pa.date32())
+    wh.write_part("coverage_partials", run_id, "part-0", pa.table({
+        "day": days_arr, "signal": pa.array(["spans"] * days), "total": pa.array([1000] * days, pa.int64()),
+        "unattributed": pa.array([25] * days, pa.int64()), "ingest_batch": pa.array([run_id] * days)}))
+    wh.commit(run_id, [f"input:{run_id}"])
+    return wh
+
+
+def time_panels(warehouse: Path, repeats: int, range_key: str) -> list[tuple[str, str, list[float], str]]:
+    from tenantry.dashboards import Selection, load_definitions
+    from tenantry.dashboards.model import analyze_sql
+    from tenantry.dashboards.query import connect, relations, run_panel
+
+    sel = Selection(range_key, "day")
+    out = []
+    con = connect(warehouse)
+    try:
+        available = relations(con)
+        for name, d in load_definitions().items():
+            for p in d.panels:
+                refs = analyze_sql(p.sql)
+                times, status = [], ""
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    status = run_panel(con, p, refs, sel.params(), available).status
+                    times.append((time.perf_counter() - t0) * 1000)
+                    if status == "missing":
+                        break
+                out.append((name, p.title, times, status))
+    finally:
+        con.close()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tenants", type=int, default=10_000)
+    ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--density", type=float, default=0.25, help="share of tenant-hours with traffic")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--ranges", default="7d,90d")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="dash-bench-") as tmp:
+        t0 = time.perf_counter()
+        tenants = [f"tenant-{i:05d}" for i in range(args.tenants)]
+        synthetic_warehouse(tmp, tenants, days=args.days, density=args.density)
+        print(f"generated {args.tenants} tenants x {args.days} days x 24 h (density {args.density}) "
+              f"in {time.perf_counter() - t0:.1f}s")
+        worst = 0.0
+        for range_key in args.ranges.split(","):
+            print(f"\nrange {range_key}: panel p50 / p99 (ms), target p99 < {TARGET_P99_MS:.0f} ms")
+            for name, title, times, status in time_panels(Path(tmp), args.repeats, range_key):
+                if status == "missing":
+                    print(f"  {name:9} {title[:48]:48} (view missing)")
+                    continue
+                p50 = statistics.median(times)
+                p99 = float(np.percentile(times, 99))
+                worst = max(worst, p99)
+                flag = "ok" if p99 < TARGET_P99_MS else "SLOW"
+                print(f"  {name:9} {title[:48]:48} {p50:8.1f} {p99:8.1f}  {p99 / TARGET_P99_MS:5.2f}x target  "
+                      f"{flag} [{status}]")
+        print(f"\nworst p99 {worst:.1f} ms = {worst / TARGET_P99_MS:.2f}x the 100 ms target")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
