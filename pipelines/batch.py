@@ -14,6 +14,7 @@ The pipeline (every step a named composite, I/O only at the edges)::
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -29,8 +30,10 @@ from pipelines.options import make_options
 from pipelines.transforms.coverage import CoveragePartials
 from pipelines.transforms.partials import Family, MergePartials
 from pipelines.transforms.process import QUARANTINE, STATS, ApplyProcessors, split_chain
-from pipelines.transforms.sre import SreHourlyPartials
+from pipelines.transforms.security import SecurityPartials
+from pipelines.transforms.sre import SrePartials
 from tenantry import config as tconfig
+from tenantry import security, slo
 from tenantry.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,7 @@ class _AsRunPart:
 
 
 def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor, warehouse_root: str,
-                   run_id: str, batch_rows: int) -> None:
+                   run_id: str, batch_rows: int, security_settings=None) -> None:
     """Add the batch steps to ``p`` (separate from running it, so tests can inspect the graph)."""
     main_chain, storage_chain = split_chain(chain)
     chunks = (
@@ -92,7 +95,8 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
     )
     processed = chunks | "ApplyProcessors" >> ApplyProcessors(main_chain, "process")
     kept = processed["kept"]
-    sre = kept | "SreHourly" >> SreHourlyPartials()
+    sre = kept | "Sre" >> SrePartials()
+    security = kept | "Security" >> SecurityPartials(security_settings)
     coverage = kept | "Coverage" >> CoveragePartials()
     stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
     stats = (
@@ -101,9 +105,8 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
         | "MergeStats" >> beam.CombineGlobally(MergePartials(STATS_FAMILY)).without_defaults()
     )
     aggregates = [
-        sre["sre_hourly_partials"] | "KeySre" >> beam.Map(_AsRunPart("sre_hourly_partials", run_id)),
-        sre["latency_sketch_hourly"]
-        | "KeyLatency" >> beam.Map(_AsRunPart("latency_sketch_hourly", run_id)),
+        *(pcoll | f"Key_{table}" >> beam.Map(_AsRunPart(table, run_id)) for table, pcoll in sre.items()),
+        *(pcoll | f"Key_{table}" >> beam.Map(_AsRunPart(table, run_id)) for table, pcoll in security.items()),
         coverage | "KeyCoverage" >> beam.Map(_AsRunPart("coverage_partials", run_id)),
         stats | "KeyStats" >> beam.Map(_AsRunPart("processor_stats", run_id)),
     ]
@@ -143,15 +146,20 @@ def run_batch(inputs: list[str | Path], warehouse: str | Path, cfg: tconfig.Conf
             wh.build_views()
             return RunReport(None, len(found), 0, {}, time.monotonic() - started, False)
         chain = build_chain(cfg)
+        sec = security.settings(cfg)
+        slo.parse_slos(cfg)  # fail at start-up on a bad slos: section
+        slo.plan_slas(cfg)
         run_id = _run_id(
             [i.ingest_id for i in new],
             json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str) + PIPELINE_VERSION,
         )
         runner, options = make_options(beam_args)
         p = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(p, io.read_tasks(new), chain, str(wh.root), run_id, cfg.pipeline.batch_rows)
+        build_pipeline(p, io.read_tasks(new), chain, str(wh.root), run_id, cfg.pipeline.batch_rows, sec)
         result = p.run()
         result.wait_until_finish()
+        now = dt.datetime.now(dt.timezone.utc)
+        wh.write_part("slo_targets", run_id, "slo-targets", slo.targets_table(cfg, now, run_id))
         rows = _rows_written(wh, run_id)
         accounting = _accounting(result)
         wh.commit(run_id, [i.ingest_id for i in new], {"rows": rows, "pipeline_version": PIPELINE_VERSION})

@@ -219,5 +219,17 @@ def demo(directory, n_requests):
         raise click.ClickException(str(e)) from None
 
 
+def _register_feature_commands() -> None:
+    """Commands that live with their feature's package (each module is a thin click layer)."""
+    from tenantry.alerts_cli import alerts
+    from tenantry.billing.cli import COMMANDS as billing_commands
+
+    for cmd in (alerts, *billing_commands):
+        main.add_command(cmd)
+
+
+_register_feature_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

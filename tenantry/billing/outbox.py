@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from tenantry.billing import lakeio
 from tenantry.billing.exporters import Entry, Exporter, FatalExportError, Outcome, Section, TransientError, parse_section
-from tenantry.billing.plans import parse_period
+from tenantry.billing.plans import parse_period, parse_plans
 from tenantry.config import Config
 from tenantry.warehouse import Warehouse
 
@@ -126,6 +126,7 @@ def run_export(warehouse: str | Path, cfg: Config, exporter: Exporter, *, period
                dry_run: bool = False, now: Callable[[], dt.datetime] | None = None,
                sleep: Callable[[float], None] = time.sleep, seed: int | None = None) -> ExportReport:
     """Push the pending ledger entries of ``period`` through ``exporter``; see the module doc."""
+    parse_plans(cfg.plans)  # a bad config fails before anything is pushed
     retry = parse_section(Retry, cfg.exports.get("retry"), "retry")
     now = now or (lambda: dt.datetime.now(dt.timezone.utc))
     rnd = random.Random(seed)

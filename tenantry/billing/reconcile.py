@@ -163,7 +163,9 @@ def _exports(wh, cfg, period, start, end, pricers) -> list[dict]:
     for e in by_entry.values():
         t = cfg.tenants.get(e["tenant"])
         totals[(e["tenant"], e["meter"])] += e["q"]
-        for prov in expected_providers(cfg, dict(t.billing) if t else {}):
+        if t is None:  # outside the catalog: never exported; reported as no_plan
+            continue
+        for prov in expected_providers(cfg, dict(t.billing)):
             status = e["status"].get(prov)
             if status == "acknowledged":
                 continue
@@ -227,8 +229,7 @@ def _unplanned(wh, cfg, period, assigned, plans, usage, start, end) -> list[dict
         if not any(t.billing.get(k) for keys in ACCOUNT_KEYS.values() for k in keys):
             lines, _ = rate_tenant(a, plans, usage.get(tid, []), start, end)
             amount = sum((ln["amount"] for ln in lines), ZERO)
-            if amount > 0 or usage.get(tid):
-                out.append(_f(period, tid, "no_billing_account", amount=amount, currency=plans[planned[-1].plan].currency,
-                              detail="has a plan and usage but no stripe_customer_id, aws_customer_account_id, "
-                                     "aws_customer_identifier or amberflo_customer_id"))
+            out.append(_f(period, tid, "no_billing_account", amount=amount, currency=plans[planned[-1].plan].currency,
+                          detail="active with a plan but no stripe_customer_id, aws_customer_account_id, "
+                                 "aws_customer_identifier or amberflo_customer_id"))
     return out

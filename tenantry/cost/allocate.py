@@ -86,24 +86,36 @@ def _nanos(d: Decimal) -> int:
     return num * NANO // den
 
 
+# per-line sums by group-by on the integer line index and one window for the ranking: windows
+# partitioned by a string id were the slow part
 _SPLIT_SQL = """
 with w as (
     select * replace (weight::hugeint as weight) from shares
 ),
-s as (
-    select *, (abs(amount) * 1000000000)::hugeint as a_nano,
-           sum(weight) over (partition by line_id) as w_total
-    from w
+t as (
+    select _i, sum(weight) as w_total, any_value(amount) as amount from w group by _i
 ),
-u as (select *, a_nano // $unit as units, a_nano % $unit as dust from s),
-b as (select *, units * weight // w_total as base, units * weight % w_total as rem from u),
+u as (
+    select _i, w_total, amount < 0 as neg,
+           (abs(amount) * 1000000000)::hugeint // $unit as units,
+           (abs(amount) * 1000000000)::hugeint % $unit as dust
+    from t
+),
+b as (
+    select w.* exclude (amount), u.neg, u.units, u.dust,
+           u.units * w.weight // u.w_total as base, u.units * w.weight % u.w_total as rem
+    from w join u using (_i)
+),
+l as (
+    select _i, any_value(units) - sum(base) as leftover from b group by _i
+),
 r as (
-    select *, units - sum(base) over (partition by line_id) as leftover,
-           row_number() over (partition by line_id order by rem desc, weight desc, tenant_id) as rnk
-    from b
+    select b.*, l.leftover,
+           row_number() over (partition by b._i order by b.rem desc, b.weight desc, b.tenant_id) as rnk
+    from b join l using (_i)
 )
 select line_id, day, service, currency, method, rule, driver, driver_quantity, tenant_id,
-       (case when amount < 0 then -1 else 1 end
+       (case when neg then -1 else 1 end
         * ((base + case when rnk <= leftover then 1 else 0 end) * $unit + case when rnk = 1 then dust else 0 end)
        )::decimal(38, 0) * 0.000000001::decimal(38, 9) as amount
 from r
@@ -309,7 +321,7 @@ def _driver_shares(con, cfg: CostConfig) -> pa.Table:
         if rule.method != "proportional":
             continue
         parts.append(con.sql(
-            "select L.line_id, L.day, L.service, L.currency, 'proportional' as method, $rule as rule, "
+            "select L._i, L.line_id, L.day, L.service, L.currency, 'proportional' as method, $rule as rule, "
             "$key as driver, WW.q::decimal(38, 9) as driver_quantity, WW.tenant_id, L.amount, "
             "(WW.q * 1000000000)::hugeint as weight "
             "from L join A using (_i) join WW using (w_start, w_end) "
@@ -331,7 +343,7 @@ def _even_shares(con, cfg: CostConfig, catalog: list[str]) -> pa.Table:
                         f"where driver_key = '{_ACTIVE_KEY}' and tenant_id <> '{UNATTRIBUTED}'")
             src = "join T using (w_start, w_end)"
         parts.append(con.sql(
-            "select L.line_id, L.day, L.service, L.currency, 'even' as method, $rule as rule, "
+            "select L._i, L.line_id, L.day, L.service, L.currency, 'even' as method, $rule as rule, "
             f"null::varchar as driver, 1::decimal(38, 9) as driver_quantity, T.tenant_id, L.amount, 1::hugeint as weight "
             f"from L join A using (_i) {src} where A.rule_idx = $idx", params={"rule": rule.name, "idx": idx}).to_arrow_table())
         con.execute("drop view if exists T")
@@ -349,7 +361,7 @@ def _fixed_shares(con, cfg: CostConfig) -> pa.Table:
         con.register("P", pa.table({"tenant_id": pa.array(list(pct), pa.string()),
                                     "pct": pa.array(list(pct.values()), QUANTITY)}))
         parts.append(con.sql(
-            "select L.line_id, L.day, L.service, L.currency, 'fixed' as method, $rule as rule, "
+            "select L._i, L.line_id, L.day, L.service, L.currency, 'fixed' as method, $rule as rule, "
             "null::varchar as driver, P.pct as driver_quantity, P.tenant_id, L.amount, "
             "(P.pct * 1000000000)::hugeint as weight "
             "from L join A using (_i) cross join P where A.rule_idx = $idx", params={"rule": rule.name, "idx": idx}).to_arrow_table())
@@ -357,7 +369,7 @@ def _fixed_shares(con, cfg: CostConfig) -> pa.Table:
     return _concat_shares(parts)
 
 
-_SHARES_SCHEMA = pa.schema([("line_id", pa.string()), ("day", pa.date32()), ("service", pa.string()),
+_SHARES_SCHEMA = pa.schema([("_i", pa.int64()), ("line_id", pa.string()), ("day", pa.date32()), ("service", pa.string()),
                             ("currency", pa.string()), ("method", pa.string()), ("rule", pa.string()),
                             ("driver", pa.string()), ("driver_quantity", QUANTITY), ("tenant_id", pa.string()),
                             ("amount", QUANTITY), ("weight", pa.decimal128(38, 0))])
@@ -382,7 +394,7 @@ def _shared(con, cfg: CostConfig, first: pa.Table) -> pa.Table:
     con.register("R", pa.table({"rule_idx": pa.array(list(names), pa.int32()), "rule": list(names.values())}))
     spread = cfg.shared_policy == "spread"
     shares = con.sql(
-        "select L.line_id, L.day, L.service, L.currency, 'shared_spread' as method, R.rule, "
+        "select L._i, L.line_id, L.day, L.service, L.currency, 'shared_spread' as method, R.rule, "
         "'allocated_cost' as driver, b.cost::decimal(38, 9) as driver_quantity, b.tenant_id, L.amount, "
         "(b.cost * 1000000000)::hugeint as weight "
         "from L join A using (_i) join R using (rule_idx) join basis b using (day, currency) where $spread"
@@ -408,7 +420,7 @@ def _unattributed_to_unallocated(rows: pa.Table) -> pa.Table:
 
 def _finish(rows: pa.Table, cost_batch: str, run_id: str, at: dt.datetime) -> pa.Table:
     n = rows.num_rows
-    rows = rows.append_column("cost_batch", pa.array([cost_batch] * n, pa.string())) \
-        .append_column("allocated_at", pa.array([at] * n, pa.timestamp("us", tz="UTC"))) \
-        .append_column("ingest_batch", pa.array([run_id] * n, pa.string()))
+    rows = rows.append_column("cost_batch", pa.repeat(pa.scalar(cost_batch, pa.string()), n)) \
+        .append_column("allocated_at", pa.repeat(pa.scalar(at, pa.timestamp("us", tz="UTC")), n)) \
+        .append_column("ingest_batch", pa.repeat(pa.scalar(run_id, pa.string()), n))
     return conform("cost_allocations", rows)

@@ -122,7 +122,29 @@ def ingest(wh: Warehouse | str | Path, paths: list[str], cfg: Any = None) -> Ing
     return report
 
 
+COST_VIEWS = ("stg_cost_lines", "stg_cost_allocations", "tenant_cost_daily", "tenant_unit_cost",
+              "tenant_margin_monthly", "unallocated_cost")
+
+
+def _views_present(wh: Warehouse) -> bool:
+    if not wh.db_path.exists():
+        return False
+    try:
+        con = wh.connect()
+    except Exception:  # locked by a concurrent build: build (and report) below
+        return False
+    try:
+        have = {v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+    finally:
+        con.close()
+    return set(COST_VIEWS) <= have
+
+
 def _build_views(wh: Warehouse, committed: bool) -> None:
+    """Build the views unless the cost views are already there (the views glob the lake, so a new
+    committed run needs no rebuild; building takes DuckDB's write lock, which readers would block)."""
+    if _views_present(wh):
+        return
     try:
         wh.build_views()
     except WarehouseError as e:

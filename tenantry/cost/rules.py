@@ -162,18 +162,19 @@ class CostConfig(_Model):
             raise ValueError(f"allocation_unit {v!r}: write a decimal such as \"0.01\"") from None
         if not d.is_finite() or d <= 0 or d != d.quantize(Decimal("1e-9")) or d > 1:
             raise ValueError(
-                f"allocation_unit {v!r}: must be a power-of-ten-like step between 0.000000001 and 1 "
-                "(at most 9 decimal places)"
+                f"allocation_unit {v!r}: must be more than 0 and at most 1, with at most 9 decimal places "
+                "(e.g. \"0.01\" for cents)"
             )
         return d
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> "CostConfig":
-        names = [r.name for r in self.rules]
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, v: list[Rule]) -> list[Rule]:
+        names = [r.name for r in v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
-        return self
+        return v
 
     @property
     def tag_keys(self) -> list[str]:

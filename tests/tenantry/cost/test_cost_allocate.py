@@ -185,7 +185,7 @@ def test_duckdb_split_matches_the_python_reference(tmp_path, amount, weights):
     pct = {k: Decimal(w) * 100 / sum(weights) for k, w in zip(keys, weights)}
     # fixed percentages reproduce the same weights up to a common factor
     shares = pa.Table.from_pylist([
-        {"line_id": "x", "day": DAY, "service": "s", "currency": "USD", "method": "fixed", "rule": "r", "driver": None,
+        {"_i": 0, "line_id": "x", "day": DAY, "service": "s", "currency": "USD", "method": "fixed", "rule": "r", "driver": None,
          "driver_quantity": None, "tenant_id": k, "amount": Decimal(amount), "weight": Decimal(w)}
         for k, w in zip(keys, weights) if w], schema=A._SHARES_SCHEMA)
     import duckdb
@@ -197,7 +197,7 @@ def test_duckdb_split_matches_the_python_reference(tmp_path, amount, weights):
 def test_products_past_128_bits_fall_back_to_exact_python_integers():
     huge = Decimal("99999999999999999999.999999999")  # ~1e29 nanos × weights ~1e20 overflows int128
     shares = pa.Table.from_pylist([
-        {"line_id": "x", "day": DAY, "service": "s", "currency": "USD", "method": "proportional", "rule": "r",
+        {"_i": 0, "line_id": "x", "day": DAY, "service": "s", "currency": "USD", "method": "proportional", "rule": "r",
          "driver": "d", "driver_quantity": None, "tenant_id": t, "amount": huge, "weight": Decimal(w)}
         for t, w in (("a", 10**20), ("b", 2 * 10**20 + 1))], schema=A._SHARES_SCHEMA)
     import duckdb
