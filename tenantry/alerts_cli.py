@@ -29,5 +29,10 @@ def alerts(warehouse: str, since: str, fmt: str, webhook: str | None) -> None:
     if not found:
         click.echo(f"no alerts firing in the last {since}")
         return
-    for a in found:
-        click.echo(f"{a.time}  {a.severity:<7} {a.source:<16} {a.tenant_id:<20} {a.summary}")
+    from tenantry import clirender
+
+    clirender.console.print(clirender.table(
+        ["time", "severity", "source", "tenant_id", "summary"],
+        [(a.time, a.severity, a.source, a.tenant_id, a.summary) for a in found],
+        title=f"alerts firing in the last {since}",
+    ))

@@ -5,8 +5,11 @@ every span, log and usage event goes out through the real OpenTelemetry SDK and 
 Latency is simulated by giving spans explicit start and end times (so the demo runs in seconds),
 and the traffic is seeded, so the same run gives the same figures.
 
-Planted on purpose: ``globex`` fails ~8% of requests, ``initech`` has a slow search, a share of
-requests carry no tenant, and some attribute values hold personal data (e-mail addresses).
+Traffic is spread over the past 24 hours (span times are simulated; usage is recorded as it is
+sent). Planted on purpose: ``globex`` fails ~8% of requests, ``initech`` has a slow search, a share
+of requests carry no tenant, some attribute values hold personal data (e-mail addresses), and in the
+last tenth of the day ``hooli`` becomes a noisy neighbour: its share of traffic jumps while every
+other tenant's latency on the shared service triples.
 
 Run: ``python -m tenantry.demo.app --endpoint http://127.0.0.1:4318 --requests 600``
 """
@@ -32,7 +35,11 @@ UNATTRIBUTED_SHARE = 0.05
 ROUTES = ("/api/items", "/api/search", "/api/export", "/api/ai/complete", "/api/orders")
 
 
-def build_app(tracer, rng: random.Random):
+NOISY_TENANT = "hooli"
+NOISY_PHASE = 0.9  # the last 10% of the day
+
+
+def build_app(tracer, rng: random.Random, clock: dict):
     """The ASGI app: each route records a server span (explicit times) and maybe usage."""
     from opentelemetry.trace import SpanKind, Status, StatusCode
     from starlette.applications import Starlette
@@ -50,8 +57,10 @@ def build_app(tracer, rng: random.Random):
         latency_ms = rng.lognormvariate(2.6, 0.5)  # ~13 ms median
         if route == "/api/search" and tid == "initech":
             latency_ms *= 12  # planted: a slow tenant
+        if clock["noisy"] and tid != NOISY_TENANT:
+            latency_ms *= 3  # planted: the noisy neighbour degrades everyone else
         failed = rng.random() < (0.08 if tid == "globex" else 0.01)
-        start = time.time_ns()
+        start = clock["now_ns"]
         span = tracer.start_span(f"GET {route}", kind=SpanKind.SERVER, start_time=start)
         span.set_attribute("http.request.method", "GET")
         span.set_attribute("http.route", route)
@@ -96,11 +105,17 @@ def drive(n_requests: int, seed: int, endpoint: str) -> dict[str, int]:
     logging.getLogger("demo").setLevel(logging.INFO)
     rng = random.Random(seed)
     tracer = trace.get_tracer("tenantry.demo")
-    client = TestClient(build_app(tracer, rng), raise_server_exceptions=True)
+    clock = {"now_ns": 0, "noisy": False}
+    client = TestClient(build_app(tracer, rng, clock), raise_server_exceptions=True)
     sent: dict[str, int] = {}
     weights = [share for _, _, share in TENANTS] + [UNATTRIBUTED_SHARE]
-    for _ in range(n_requests):
-        pick = rng.choices(range(len(weights)), weights)[0]
+    noisy_weights = [0.6 if t == NOISY_TENANT else share for t, _, share in TENANTS] + [UNATTRIBUTED_SHARE]
+    day_ns = 86_400 * 10**9
+    start_ns = time.time_ns() - day_ns
+    for i in range(n_requests):
+        clock["now_ns"] = start_ns + i * day_ns // n_requests
+        clock["noisy"] = i >= NOISY_PHASE * n_requests
+        pick = rng.choices(range(len(weights)), noisy_weights if clock["noisy"] else weights)[0]
         headers = {}
         tenant = None
         if pick < len(TENANTS):

@@ -46,8 +46,12 @@ def planted_spans(now_ns: int | None = None) -> list[dict]:
 
 
 def send(endpoint: str) -> int:
-    """POST the planted spans to ``endpoint``/v1/traces; returns how many were sent."""
-    spans = planted_spans()
+    """POST the planted spans (and the security findings the SRE/security views must find: a
+    cross-tenant access, a tenant mismatch, a brute-force burst) to ``endpoint``/v1/traces;
+    returns how many were sent."""
+    from tenantry.security import demo_planted_spans
+
+    spans = planted_spans() + demo_planted_spans(time.time_ns() - 60 * 10**9)
     body = {
         "resourceSpans": [{
             "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "rogue-batch-job"}}]},

@@ -94,6 +94,12 @@ def _summary(directory: Path, warehouse: Path, report, pages, cfg_path: Path) ->
         "where outcome not in ('kept') group by all order by rows desc limit 15",
     )
     console.print(clirender.table(acted.columns, acted.rows, title="what the processors did (redacted, overflowed, quarantined)"))
+    from tenantry import alerts as alerts_lib
+
+    found = alerts_lib.firing_alerts(str(warehouse), alerts_lib.parse_since("48h"))
+    console.print(clirender.table(["time", "severity", "source", "tenant_id", "summary"],
+                                  [(a.time, a.severity, a.source, a.tenant_id, a.summary) for a in found],
+                                  title="alerts (SLO burn rate, noisy neighbours, security findings)"))
     acct = [(t, i, k, qn, s, "ok" if i == k + qn + s else "MISMATCH") for (t, i, k, qn, s) in report.accounting]
     console.print(clirender.table(["table", "in", "kept", "quarantined", "sampled out", "balanced"], acct,
                                   title="accounting: in = kept + quarantined + sampled out"))
