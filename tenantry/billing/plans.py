@@ -137,6 +137,8 @@ class Plan(_Model):
     minimum_commitment: Money = Decimal(0)
     meters: dict[str, Price] = Field(default_factory=dict)
     description: str | None = None
+    #: the plan's SLA, validated by tenantry.slo.plan_slas (credits are ledger entries)
+    sla: dict[str, Any] | None = None
 
     @field_validator("currency")
     @classmethod
