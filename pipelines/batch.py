@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
+import duckdb
 import pyarrow as pa
 
 from collector_processors.base import Chain, Processor
@@ -32,8 +33,10 @@ from pipelines.transforms.partials import Family, MergePartials
 from pipelines.transforms.process import QUARANTINE, STATS, ApplyProcessors, split_chain
 from pipelines.transforms.security import SecurityPartials
 from pipelines.transforms.sre import SrePartials
+from pipelines.transforms.usage import DeriveUsage
 from tenantry import config as tconfig
-from tenantry import security, slo
+from tenantry import ledger, security, slo
+from tenantry import meters as meters_lib
 from tenantry.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class RunReport:
     committed: bool
     #: (table, in, kept, quarantined, sampled_out) per signal table, from the run's counters
     accounting: list[tuple] = dataclasses.field(default_factory=list)
+    ledger: object = None  # tenantry.ledger.LedgerReport
 
     @property
     def balanced(self) -> bool:
@@ -84,7 +88,7 @@ class _AsRunPart:
 
 
 def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor, warehouse_root: str,
-                   run_id: str, batch_rows: int, security_settings=None) -> None:
+                   run_id: str, batch_rows: int, security_settings=None, meters=()) -> None:
     """Add the batch steps to ``p`` (separate from running it, so tests can inspect the graph)."""
     main_chain, storage_chain = split_chain(chain)
     chunks = (
@@ -98,6 +102,7 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
     sre = kept | "Sre" >> SrePartials()
     security = kept | "Security" >> SecurityPartials(security_settings)
     coverage = kept | "Coverage" >> CoveragePartials()
+    derived = kept | "DeriveUsage" >> DeriveUsage(meters)
     stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
     stats = (
         (processed[STATS], stored[STATS])
@@ -117,6 +122,7 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
         "WriteSpans": stored["kept"],
         "WriteQuarantine": processed[QUARANTINE],
         "WriteSampleQuarantine": stored[QUARANTINE],
+        "WriteDerivedUsage": derived,
         **{f"Write{i}": agg for i, agg in enumerate(aggregates)},
     }
     for label, pcoll in outputs.items():
@@ -139,32 +145,87 @@ def run_batch(inputs: list[str | Path], warehouse: str | Path, cfg: tconfig.Conf
     wh = Warehouse.open(warehouse)
     with wh.writer_lock():
         wh.discard_uncommitted()
+        wh.build_views()  # steps that read committed state (ledger, SLA credits) need them
         found = io.discover(inputs)
-        done = wh.committed_inputs()
-        new = [i for i in found if i.ingest_id not in done]
-        if not new:
-            wh.build_views()
-            return RunReport(None, len(found), 0, {}, time.monotonic() - started, False)
-        chain = build_chain(cfg)
-        sec = security.settings(cfg)
-        slo.parse_slos(cfg)  # fail at start-up on a bad slos: section
-        slo.plan_slas(cfg)
-        run_id = _run_id(
-            [i.ingest_id for i in new],
-            json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str) + PIPELINE_VERSION,
-        )
-        runner, options = make_options(beam_args)
-        p = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(p, io.read_tasks(new), chain, str(wh.root), run_id, cfg.pipeline.batch_rows, sec)
-        result = p.run()
-        result.wait_until_finish()
-        now = dt.datetime.now(dt.timezone.utc)
-        wh.write_part("slo_targets", run_id, "slo-targets", slo.targets_table(cfg, now, run_id))
-        rows = _rows_written(wh, run_id)
-        accounting = _accounting(result)
-        wh.commit(run_id, [i.ingest_id for i in new], {"rows": rows, "pipeline_version": PIPELINE_VERSION})
+        report = process_inputs(wh, found, cfg, beam_args, started=started)
         wh.build_views()
-        return RunReport(run_id, len(found), len(new), rows, time.monotonic() - started, True, accounting)
+        return report
+
+
+def check_config(cfg: tconfig.Config) -> tuple[Processor, object]:
+    """Build what a run needs from the config, failing at start-up on any bad section."""
+    chain = build_chain(cfg)
+    sec = security.settings(cfg)
+    slo.parse_slos(cfg)
+    slo.plan_slas(cfg)
+    meters_lib.compile_meters(cfg.meters)
+    ledger.settings(cfg)
+    return chain, sec
+
+
+def process_inputs(wh: Warehouse, found: list[io.InputFile], cfg: tconfig.Config,
+                   beam_args: list[str] | None = None, committed: set[str] | None = None,
+                   started: float | None = None) -> RunReport:
+    """One run over the inputs not yet committed: Beam pipeline, then the atomic commit.
+
+    The caller holds the warehouse writer lock. ``committed`` (the inputs already consumed) may be
+    passed by a caller that tracks it, such as the stream loop; it is read from the manifests
+    otherwise. Views are not rebuilt here (they glob the lake and see the new run at once).
+    """
+    started = started if started is not None else time.monotonic()
+    done = committed if committed is not None else wh.committed_inputs()
+    new = [i for i in found if i.ingest_id not in done]
+    if not new:
+        return RunReport(None, len(found), 0, {}, time.monotonic() - started, False)
+    chain, sec = check_config(cfg)
+    run_id = _run_id(
+        [i.ingest_id for i in new],
+        json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str) + PIPELINE_VERSION,
+    )
+    runner, options = make_options(beam_args)
+    p = beam.Pipeline(runner=runner, options=options)
+    now = dt.datetime.now(dt.timezone.utc)
+    build_pipeline(p, io.read_tasks(new), chain, str(wh.root), run_id, cfg.pipeline.batch_rows, sec, cfg.meters)
+    result = p.run()
+    result.wait_until_finish()
+    wh.write_part("slo_targets", run_id, "slo-targets", slo.targets_table(cfg, now, run_id))
+    ledger_report = ledger.update_for_run(wh, run_id, cfg, now=now, pipeline_version=PIPELINE_VERSION)
+    credits = _sla_credits(wh, cfg, run_id, now)
+    rows = _rows_written(wh, run_id)
+    accounting = _accounting(result)
+    wh.commit(run_id, [i.ingest_id for i in new], {
+        "rows": rows, "pipeline_version": PIPELINE_VERSION,
+        "ledger": dataclasses.asdict(ledger_report), "sla_credits": credits,
+    })
+    return RunReport(run_id, len(found), len(new), rows, time.monotonic() - started, True, accounting,
+                     ledger_report)
+
+
+def _sla_credits(wh: Warehouse, cfg: tconfig.Config, run_id: str, now: dt.datetime) -> int:
+    """Credit entries for SLA breaches in the last closed month (once: ids already in the ledger
+    are not written again), committed with this run."""
+    if not slo.plan_slas(cfg):
+        return 0
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start = (first - dt.timedelta(days=1)).replace(day=1)
+    grace = ledger.settings(cfg).grace_period
+    if now < first + grace:
+        return 0  # the month is still open for late data; credit it once it closes
+    credits = slo.sla_credits(wh, cfg, (start, first), computed_at=now, run_id=run_id,
+                              pipeline_version=PIPELINE_VERSION)
+    if credits.num_rows == 0:
+        return 0
+    con = duckdb.connect()
+    try:
+        con.execute(f"create view _committed_runs as select run_id from read_json("
+                    f"'{wh.manifests}/*.json', columns = {{'run_id': 'VARCHAR'}})")
+        seen = {r[0] for r in con.execute(f"select entry_id from {wh.lake_source('usage_ledger')}").fetchall()}
+    finally:
+        con.close()
+    keep = pa.array([e not in seen for e in credits.column("entry_id").to_pylist()])
+    credits = credits.filter(keep)
+    wh.write_part("usage_ledger", run_id, "sla-credits", credits)
+    return credits.num_rows
 
 
 def _rows_written(wh: Warehouse, run_id: str) -> dict[str, int]:

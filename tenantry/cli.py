@@ -223,8 +223,9 @@ def _register_feature_commands() -> None:
     """Commands that live with their feature's package (each module is a thin click layer)."""
     from tenantry.alerts_cli import alerts
     from tenantry.billing.cli import COMMANDS as billing_commands
+    from tenantry.ledger.cli import ledger
 
-    for cmd in (alerts, *billing_commands):
+    for cmd in (alerts, ledger, *billing_commands):
         main.add_command(cmd)
 
 

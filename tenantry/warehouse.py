@@ -204,11 +204,25 @@ class Warehouse:
             r"\{\{\s*lake\('([a-z_]+)'\)\s*\}\}", lambda m: self.lake_source(m.group(1)), sql
         )
 
-    def build_views(self) -> list[str]:
+    def _views_digest(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256(sketch.sql_macros().encode() + str(self.lake).encode())
+        for name, sql in resources.sql_files():
+            h.update(name.encode() + b"\0" + sql.encode())
+        return h.hexdigest()
+
+    def build_views(self, force: bool = False) -> list[str]:
         """(Re)create the macros and every view in ``sql/`` (staging, marts, tenant, in that order).
 
-        Takes DuckDB's write lock briefly; views reference the lake by absolute path.
+        Skipped when the definitions are unchanged since the last build (the views glob the lake,
+        so new runs need no rebuild): then no DuckDB write lock is taken and readers that hold the
+        database open are never disturbed. Views reference the lake by absolute path.
         """
+        digest = self._views_digest()
+        stamp = self.root / ".views.sha256"
+        if not force and self.db_path.exists() and stamp.exists() and stamp.read_text() == digest:
+            return []
         manifests_glob = str(self.manifests / "*.json").replace("'", "''")
         created: list[str] = []
         con = duckdb.connect(str(self.db_path))
@@ -240,6 +254,7 @@ class Warehouse:
             raise WarehouseError(f"building views failed at sql/{current}.sql: {e}") from e
         finally:
             con.close()
+        _atomic_write_bytes(stamp, digest.encode())
         return created
 
     def connect(self, read_only: bool = True) -> duckdb.DuckDBPyConnection:

@@ -46,7 +46,7 @@ def run(directory: Path, n_requests: int = 600) -> dict:
     landing, warehouse, dash = directory / "landing", directory / "warehouse", directory / "dashboards"
     results: dict = {}
     started = time.monotonic()
-    steps = ["receiver", "sample app", "rogue client", "flush", "batch pipeline", "dashboards"]
+    steps = ["receiver", "sample app", "rogue client", "flush", "batch pipeline", "billing", "dashboards"]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         task = progress.add_task("starting the OTLP receiver", total=len(steps))
@@ -69,14 +69,18 @@ def run(directory: Path, n_requests: int = 600) -> dict:
         progress.update(task, advance=1, description="batch pipeline (Beam, in-process)")
         report = run_batch([landing], warehouse, cfg)
         results["report"] = report
+        progress.update(task, advance=1, description="billing: rate, export to file, reconcile")
+        from tenantry.billing import demo as billing_demo
+
+        results["billing"] = billing_demo.run(warehouse, cfg)
         progress.update(task, advance=1, description="dashboards")
         pages = dashboards.build(warehouse, dash)
         progress.update(task, advance=1, description=f"done in {time.monotonic() - started:.1f}s")
-    _summary(directory, warehouse, report, pages, cfg_path)
+    _summary(directory, warehouse, report, pages, cfg_path, results["billing"])
     return results
 
 
-def _summary(directory: Path, warehouse: Path, report, pages, cfg_path: Path) -> None:
+def _summary(directory: Path, warehouse: Path, report, pages, cfg_path: Path, billing: dict) -> None:
     from tenantry import querying
 
     res = querying.run(str(warehouse), "select * from tenant_summary order by requests desc")
@@ -100,6 +104,29 @@ def _summary(directory: Path, warehouse: Path, report, pages, cfg_path: Path) ->
     console.print(clirender.table(["time", "severity", "source", "tenant_id", "summary"],
                                   [(a.time, a.severity, a.source, a.tenant_id, a.summary) for a in found],
                                   title="alerts (SLO burn rate, noisy neighbours, security findings)"))
+    led = report.ledger
+    if led is not None:
+        console.print(
+            f"usage ledger: {led.events_in} usage events in, {led.accepted} accepted, "
+            f"{led.duplicates} duplicates ignored, {sum(led.quarantined.values())} quarantined, "
+            f"{led.entries_written} ledger entries; undeclared meters: {', '.join(led.undeclared_meters) or 'none'}"
+        )
+    bal = querying.run(
+        str(warehouse),
+        "select tenant_id, meter, sum(quantity) as quantity, any_value(unit) as unit, sum(event_count) as events "
+        "from ledger_balance group by all order by tenant_id, meter",
+    )
+    console.print(clirender.table(bal.columns, bal.rows, title="usage ledger balance (what billing sees)"))
+    console.print(clirender.table(
+        ["tenant_id", "invoice draft"], sorted(billing["invoice_totals"].items()),
+        title=f"invoice preview, period {billing['period']}",
+    ))
+    console.print("invoice files: " + ", ".join(billing["invoice_files"]))
+    console.print(clirender.table(
+        ["tenant_id", "leak", "meter", "provider"], billing["leaks"],
+        title="revenue leakage found by reconciliation",
+    ))
+    console.print("amount at risk: " + (", ".join(f"{t} {a}" for t, a in billing["at_risk"].items()) or "none"))
     acct = [(t, i, k, qn, s, "ok" if i == k + qn + s else "MISMATCH") for (t, i, k, qn, s) in report.accounting]
     console.print(clirender.table(["table", "in", "kept", "quarantined", "sampled out", "balanced"], acct,
                                   title="accounting: in = kept + quarantined + sampled out"))

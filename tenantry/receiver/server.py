@@ -25,6 +25,7 @@ import uvicorn
 from tenantry.receiver import grpc as grpc_front
 from tenantry.receiver import http as http_front
 from tenantry.receiver.errors import ReceiverConfigError, ReceiverError
+from tenantry.receiver.process import ChainLander
 from tenantry.receiver.writer import (
     DEFAULT_FLUSH_BYTES,
     DEFAULT_FLUSH_INTERVAL_S,
@@ -72,8 +73,9 @@ class Receiver:
 
     ``http_listen`` / ``grpc_listen`` are ``host:port`` (port 0 picks a free port; the bound
     ports are ``http_port`` / ``grpc_port`` after :meth:`start`) or ``None`` to disable.
-    ``chain`` is the hook for running collector processors before landing; it is not wired
-    yet, so passing one fails at construction rather than being silently ignored.
+    ``chain`` (a collector_processors Processor, e.g. ``build_chain(config)``) makes the receiver
+    decode every flush, run the chain on it (samplers excepted) and land *normalized* segments
+    (:mod:`tenantry.receiver.process`); without it, raw segments land as received.
     """
 
     def __init__(
@@ -89,11 +91,6 @@ class Receiver:
         chain: Any = None,
         shutdown_timeout_s: float = 10.0,
     ):
-        if chain is not None:
-            raise ReceiverConfigError(
-                "Receiver(chain=...): processing in the receiver is not implemented yet; run the "
-                "processors in the pipeline (tenantry run) and start the receiver without a chain"
-            )
         if http_listen is None and grpc_listen is None:
             raise ReceiverConfigError("Receiver: both http_listen and grpc_listen are None; enable at least one")
         for name, value in (("max_body_bytes", max_body_bytes), ("flush_bytes", flush_bytes),
@@ -105,7 +102,10 @@ class Receiver:
         self._grpc_addr = parse_listen(grpc_listen, "grpc_listen", allow_remote) if grpc_listen else None
         self.max_body_bytes = max_body_bytes
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.writer = GroupCommitWriter(self.landing, flush_interval_s, flush_bytes, max_pending_bytes)
+        # validated before anything else is built, so a bad chain fails at construction
+        self.lander = ChainLander(chain) if chain is not None else None
+        self.writer = GroupCommitWriter(self.landing, flush_interval_s, flush_bytes, max_pending_bytes,
+                                        write_segment=self.lander)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._counters: Counter = Counter()
@@ -174,9 +174,12 @@ class Receiver:
     def stats(self) -> dict[str, int]:
         """Counters: ``http_accepted``, ``http_status_<code>``, ``grpc_accepted``,
         ``grpc_status_<CODE>``, ``*_bytes_received``, ``segments_written``, ``records_written``,
-        ``write_failures``, ``pending_requests`` ..."""
+        ``write_failures``, ``pending_requests`` ... and with a chain ``normalized_segments_written``,
+        ``raw_fallbacks``, ``rows_{in,kept,quarantined}_<table>``."""
         out = dict(self._counters)
         out.update(self.writer.stats())
+        if self.lander is not None:
+            out.update(self.lander.stats())
         return out
 
     # -- the event loop thread -------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_invalid_or_reserved_tenant_ids_are_404_and_not_echoed(client, path):
     r = client.get(path)
     assert r.status_code == 404
     assert "<script>alert" not in r.text and "<img src" not in r.text and "or '1'='1" not in r.text
-    assert "no such tenant" in r.text
+    assert "no such tenant" in r.text or r.text == "Not Found"  # "%2F" splits the path: no route
 
 
 def test_tenant_lookup_redirects_valid_ids_and_refuses_others(client):
