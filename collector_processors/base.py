@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 
 import pyarrow as pa
 
+from collector_processors import maps
 from tenantry import schemas
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ REDACTED = "redacted"
 OVERFLOWED = "overflowed"
 SAMPLED_OUT = "sampled_out"
 UNATTRIBUTED_OUTCOME = "unattributed"
+
+
+#: immutable, so one instance serves every result without quarantined rows
+_EMPTY_QUARANTINE = schemas.empty("quarantine")
 
 
 class ProcessorConfigError(ValueError):
@@ -70,6 +75,9 @@ class Processor:
 
     type_name: str = "processor"
     options = None
+    #: True when ``process`` also takes ``views=`` (a :class:`maps.BatchViews` a chain shares
+    #: between its processors, so a batch's maps are flattened and its tenants encoded once)
+    accepts_views: bool = False
 
     def __init__(self, name: str | None = None):
         #: the instance name as configured, e.g. ``redact/strict``
@@ -92,27 +100,29 @@ class Chain(Processor):
     """An ordered list of processors, itself a processor: the output of one feeds the next."""
 
     type_name = "chain"
+    accepts_views = True
 
     def __init__(self, processors: Sequence[Processor], name: str | None = None):
         super().__init__(name)
         self.processors = list(processors)
 
-    def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
+    def process(self, table: str, batch: pa.Table | pa.RecordBatch, views: maps.BatchViews | None = None) -> Result:
         """Run every processor in order; sums ``stats`` and ``sampled_out``.
 
         A processor that raises (a bug: processors do not raise on bad data) does not stop the
         host: the rows it was given are quarantined with reason ``processor_error`` and the
-        exception is logged.
+        exception is logged. Processors that accept ``views`` share one per batch.
         """
-        quarantined = [schemas.empty("quarantine")]
+        quarantined = [_EMPTY_QUARANTINE]
         stats: Counter = Counter()
         sampled_out = 0
         kept = as_table(batch)
+        views = views if views is not None else maps.BatchViews()
         for proc in self.processors:
             if kept.num_rows == 0:
                 break
             try:
-                res = proc.process(table, kept)
+                res = proc.process(table, kept, views=views) if proc.accepts_views else proc.process(table, kept)
             except Exception as exc:  # noqa: BLE001 - the host must keep running; rows are kept in quarantine
                 logger.exception("processor %s failed on a %s batch of %d rows", proc.name, table, kept.num_rows)
                 q = quarantine_rows(
@@ -127,7 +137,8 @@ class Chain(Processor):
                 quarantined.append(res.quarantined)
             stats.update(res.stats)
             sampled_out += res.sampled_out
-        return Result(kept, pa.concat_tables(quarantined), stats, sampled_out)
+        out_q = quarantined[0] if len(quarantined) == 1 else pa.concat_tables(quarantined)
+        return Result(kept, out_q, stats, sampled_out)
 
     def __iter__(self):
         return iter(self.processors)

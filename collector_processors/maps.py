@@ -4,11 +4,16 @@ pyarrow's list kernels do not accept map arrays, so processors work on the flatt
 one key array, one value array and, for each entry, the index of the row it belongs to. Changes
 are made on those flat arrays and the column is rebuilt from them with :meth:`MapEntries.rebuild`.
 Everything here is numpy / pyarrow compute; there is no per-row Python.
+
+A :class:`BatchViews` is a per-batch cache a :class:`~collector_processors.base.Chain` hands to
+its processors, so a map column is flattened (and its keys and values dictionary-encoded) once per
+batch rather than once per processor, and tenants are counted from one encoding of ``tenant_id``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +36,9 @@ class MapEntries:
     row_null: np.ndarray
     num_rows: int
     type: pa.DataType = schemas.ATTRS
+    # lazily computed encodings (see key_codes / value_codes); shared through BatchViews
+    _key_enc: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
+    _value_enc: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, column: pa.Array | pa.ChunkedArray) -> "MapEntries":
@@ -54,6 +62,26 @@ class MapEntries:
     def __len__(self) -> int:
         return len(self.parent)
 
+    def key_codes(self) -> tuple[np.ndarray, pa.Array]:
+        """(code per entry, distinct keys): the keys dictionary-encoded, computed once."""
+        if self._key_enc is None:
+            self._key_enc = encode(self.keys)
+        return self._key_enc
+
+    def value_codes(self) -> tuple[np.ndarray, pa.Array]:
+        """(code per entry, -1 for null; distinct values): the values dictionary-encoded, once."""
+        if self._value_enc is None:
+            self._value_enc = encode(self.values)
+        return self._value_enc
+
+    def keys_in(self, value_set: pa.Array) -> np.ndarray:
+        """Boolean per entry: the key is in ``value_set`` (tested once per distinct key)."""
+        if len(self) == 0:
+            return np.zeros(0, dtype=bool)
+        codes, distinct = self.key_codes()
+        hit = np_bool(pc.is_in(distinct, value_set=value_set))
+        return np.append(hit, False)[codes]  # code -1 (a null key) is never in the set
+
     def counts(self) -> np.ndarray:
         """Number of entries per row."""
         return np.bincount(self.parent, minlength=self.num_rows)
@@ -67,7 +95,12 @@ class MapEntries:
 
     def lookup(self, key: str) -> pa.Array:
         """The value of ``key`` in each row (null where absent); first occurrence wins."""
-        hit = np.nonzero(np_bool(pc.equal(self.keys, key)))[0]
+        if self._key_enc is not None:
+            codes, distinct = self._key_enc
+            where = np.nonzero(np_bool(pc.equal(distinct, key)))[0]
+            hit = np.nonzero(codes == where[0])[0] if len(where) else np.zeros(0, np.int64)
+        else:
+            hit = np.nonzero(np_bool(pc.equal(self.keys, key)))[0]
         rows = self.parent[hit]
         first = np.ones(len(hit), dtype=bool)
         first[1:] = rows[1:] != rows[:-1]  # parents are sorted, so the first entry of a row comes first
@@ -81,24 +114,153 @@ class MapEntries:
 
     def rebuild(self, values: pa.Array | None = None, keep: pa.Array | np.ndarray | None = None) -> pa.Array:
         """The map column with ``values`` replacing the entry values and only ``keep`` entries."""
+        return self.derive(values, keep)[0]
+
+    def derive(
+        self,
+        values: pa.Array | None = None,
+        keep: pa.Array | np.ndarray | None = None,
+        changed: np.ndarray | None = None,
+    ) -> tuple[pa.Array, "MapEntries"]:
+        """(rebuilt column, its entries), like :meth:`rebuild`.
+
+        The new entries carry over the encodings already computed, so the next processor does not
+        encode again: the key encoding always (keys do not change), the value encoding when
+        ``changed`` (entry positions whose value differs) is given; only those values are encoded.
+        """
         keys = self.keys
         vals = self.values if values is None else values
         parent = self.parent
+        key_enc = self._key_enc
+        value_enc = None
+        if self._value_enc is not None and (values is None or changed is not None):
+            value_enc = self._value_enc if values is None or not len(changed) else _patch(self._value_enc, vals, changed)
         if keep is not None:
             k = np_bool(keep)
             if not k.all():
                 mask = pa.array(k)
                 keys, vals, parent = keys.filter(mask), vals.filter(mask), parent[k]
+                key_enc = None if key_enc is None else (key_enc[0][k], key_enc[1])
+                value_enc = None if value_enc is None else (value_enc[0][k], value_enc[1])
         lengths = np.bincount(parent, minlength=self.num_rows)
         offsets = np.zeros(self.num_rows + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        return pa.MapArray.from_arrays(
+        column = pa.MapArray.from_arrays(
             pa.array(offsets, pa.int32()),
             keys,
             vals,
             type=self.type,
             mask=pa.array(self.row_null) if self.row_null.any() else None,
         )
+        entries = MapEntries(parent, keys, vals, self.row_null, self.num_rows, self.type, key_enc, value_enc)
+        return column, entries
+
+
+def encode(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """(int64 code per element, -1 for null; the distinct non-null values in first-seen order)."""
+    enc = pc.dictionary_encode(flat(arr))
+    idx = enc.indices
+    if idx.null_count:
+        idx = pc.fill_null(idx, -1)
+    return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64), enc.dictionary
+
+
+def _patch(enc: tuple[np.ndarray, pa.Array], values: pa.Array, changed: np.ndarray) -> tuple[np.ndarray, pa.Array]:
+    """The encoding of ``values``, given ``enc`` of the values before the entries ``changed``."""
+    codes, distinct = enc
+    codes = codes.copy()
+    sub_codes, sub_distinct = encode(values.take(pa.array(changed)))
+    if not len(sub_distinct):
+        codes[changed] = -1
+        return codes, distinct
+    # new text that already was a value keeps that value's code; the rest is appended, so the
+    # dictionary stays free of duplicates (limit_cardinality counts distinct values by code)
+    found = pc.index_in(sub_distinct, value_set=distinct)
+    found_np = np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    fresh = np.nonzero(found_np < 0)[0]
+    found_np[fresh] = len(distinct) + np.arange(len(fresh))
+    if len(fresh):
+        distinct = pa.concat_arrays([distinct, sub_distinct.take(pa.array(fresh))])
+    codes[changed] = np.where(sub_codes < 0, -1, found_np[np.maximum(sub_codes, 0)])
+    return codes, distinct
+
+
+def _identity(arr: pa.Array | pa.ChunkedArray) -> tuple:
+    """What makes two Arrow arrays the same data: their buffers, offsets and lengths.
+
+    pyarrow hands out a new Python object on every ``table.column(...)``, so object identity
+    cannot key a cache; the buffer addresses can, as long as the cache holds the array (the
+    buffers cannot be freed and their addresses reused while it does).
+    """
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    return tuple(
+        (c.type, c.offset, len(c), tuple(0 if b is None else b.address for b in c.buffers())) for c in chunks
+    )
+
+
+class BatchViews:
+    """Per-batch cache of derived arrays, shared by the processors of a chain.
+
+    ``entries(column)`` flattens a map column once and returns the same :class:`MapEntries`
+    (with its key / value encodings) to every later processor that sees the same data; a
+    processor that rebuilds a column hands over the new entries with :meth:`put`. Entries are
+    found by the data's buffers, so a stale view is never returned for changed data.
+    """
+
+    def __init__(self):
+        self._maps: dict[tuple, tuple[object, MapEntries]] = {}
+        self._tenants: dict[tuple, tuple[object, np.ndarray, list]] = {}
+
+    def entries(self, column: pa.Array | pa.ChunkedArray) -> MapEntries:
+        key = _identity(column)
+        hit = self._maps.get(key)
+        if hit is None:
+            hit = (column, MapEntries.of(column))
+            self._maps[key] = hit
+        return hit[1]
+
+    def put(self, column: pa.Array | pa.ChunkedArray, entries: MapEntries) -> None:
+        """Remember ``entries`` as the flattened form of ``column`` (a column a processor built)."""
+        self._maps[_identity(column)] = (column, entries)
+
+    def tenant_codes(self, tenant_id: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list]:
+        """(code per row, names): ``names[code]`` is the row's tenant id (None for null)."""
+        key = _identity(tenant_id)
+        hit = self._tenants.get(key)
+        if hit is None:
+            codes, distinct = encode(tenant_id)
+            hit = (tenant_id, codes + 1, [None] + distinct.to_pylist())
+            self._tenants[key] = hit
+        return hit[1], hit[2]
+
+    def put_tenant_codes(self, tenant_id: pa.Array | pa.ChunkedArray, codes: np.ndarray, names: list) -> None:
+        """Remember the encoding of a ``tenant_id`` column a processor derived (e.g. filtered)."""
+        self._tenants[_identity(tenant_id)] = (tenant_id, codes, names)
+
+    def count_by_tenant(self, batch: pa.Table, processor: str, outcome: str, rows: np.ndarray | None = None) -> Counter:
+        """Like :func:`collector_processors.base.count_by_tenant` (of ``batch``, or of the
+        ``rows`` mask of it), counted from the cached encoding of ``tenant_id``."""
+        out: Counter = Counter()
+        if batch.num_rows == 0:
+            return out
+        codes, names = self.tenant_codes(batch.column("tenant_id"))
+        if rows is not None:
+            codes = codes[rows]
+        counts = np.bincount(codes, minlength=len(names))
+        present = np.nonzero(counts)[0]
+        if counts[0] and len(present) > 1:
+            # codes follow first appearance, except null (code 0): put it where it first appears
+            first_null = int(np.argmax(codes == 0))
+            before = int(codes[:first_null].max()) if first_null else 0
+            present = np.concatenate([present[1:][present[1:] <= before], [0], present[1:][present[1:] > before]])
+        for i in present.tolist():
+            out[(names[i], processor, outcome)] += int(counts[i])
+        return out
+
+
+def entries_of(column: pa.Array | pa.ChunkedArray, views: "BatchViews | None") -> MapEntries:
+    """``views.entries(column)`` when a chain shares views, else a fresh flattening."""
+    return views.entries(column) if views is not None else MapEntries.of(column)
 
 
 def np_bool(mask: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:

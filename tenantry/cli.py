@@ -115,6 +115,44 @@ def run_batch_cmd(inputs, warehouse, config_path, fmt, beam_args):
     clirender.print_run_report(report, warehouse, fmt)
 
 
+@run.command("stream", context_settings={"ignore_unknown_options": True})
+@click.option("--landing", required=True, type=click.Path(file_okay=False), help="Landing folder to watch.")
+@click.option("--warehouse", required=True, type=click.Path(file_okay=False), help="Warehouse folder.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="tenantry.yaml")
+@click.option("--poll-interval", default=1.0, show_default=True, type=click.FloatRange(0.05, 3600),
+              help="Seconds between looks at the landing folder.")
+@click.option("--max-segments", default=500, show_default=True, type=click.IntRange(1),
+              help="Most segments per micro-batch (a backlog drains in several).")
+@click.option("--exit-when-idle", type=click.FloatRange(0), default=None,
+              help="Stop once no segment has arrived for this many seconds.")
+@click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
+def run_stream_cmd(landing, warehouse, config_path, poll_interval, max_segments, exit_when_idle, beam_args):
+    """Process segments as they land, continuously; Ctrl-C or SIGTERM stops after the current step.
+
+    Restarting (even after a SIGKILL) continues exactly where the warehouse's manifests say:
+    no segment is missed or counted twice.
+    """
+    from pipelines.stream import run_stream
+    from tenantry.warehouse import WarehouseError
+
+    cfg = _load_config(config_path)
+
+    def show(report, stats):
+        clirender.err_console.print(
+            f"committed {report.run_id}: {report.inputs_new} segment(s), "
+            + ", ".join(f"{t}={n}" for t, n in sorted(report.rows.items()) if t in ("spans", "logs", "usage_events", "quarantine"))
+            + f" ({report.seconds:.1f}s; {stats.segments} segments in {stats.micro_batches} micro-batches)"
+        )
+
+    clirender.err_console.print(f"tenantry run stream: watching {landing} → {warehouse} (Ctrl-C to stop)")
+    try:
+        stats = run_stream(landing, warehouse, cfg, poll_interval=poll_interval, max_segments=max_segments,
+                           beam_args=list(beam_args), on_commit=show, idle_exit_after=exit_when_idle)
+    except WarehouseError as e:
+        raise click.ClickException(str(e)) from None
+    clirender.err_console.print(f"stopped: {stats.segments} segments in {stats.micro_batches} micro-batches")
+
+
 # -- query --------------------------------------------------------------------------------------
 
 

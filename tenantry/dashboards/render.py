@@ -177,11 +177,12 @@ def plotly_js() -> str:
     return get_plotlyjs()
 
 
-def csp(nonce: str) -> str:
-    """Only our nonce'd scripts run; nothing loads from the network; forms stay on this site."""
+def csp(nonce: str, header: bool = True) -> str:
+    """Only our nonce'd scripts run; nothing loads from the network; forms stay on this site.
+    (frame-ancestors only works as a header: browsers report it as an error in a <meta>.)"""
     return (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
-            "img-src data: blob:; font-src data:; connect-src 'none'; base-uri 'none'; "
-            "form-action 'self'; frame-ancestors 'none'")
+            "img-src data: blob:; font-src data:; connect-src 'none'; base-uri 'none'; form-action 'self'"
+            + ("; frame-ancestors 'none'" if header else ""))
 
 
 def page(*, title: str, subtitle_html: str, body_html: str, nonce: str, plotly: str | None,
@@ -192,7 +193,7 @@ def page(*, title: str, subtitle_html: str, body_html: str, nonce: str, plotly: 
         scripts = f"<script nonce={nonce}>{plotly_js()}</script>"
     elif plotly:
         scripts = f'<script nonce={nonce} src="{_e(plotly)}"></script>'
-    meta = f'<meta http-equiv="Content-Security-Policy" content="{csp(nonce)}">' if csp_meta else ""
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{csp(nonce, header=False)}">' if csp_meta else ""
     boot = f"<script nonce={nonce}>{_BOOT}</script>"
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>{meta}"
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -148,12 +148,17 @@ def _spans() -> pa.Table:
         [f for f in schemas.SPANS if f.name in rows[0]])))
 
 
-def _usage() -> pa.Table:
-    rows = [{"event_id": f"e{i}", "tenant_id": t, "meter": "llm_tokens", "quantity": Decimal(q), "unit": "tokens",
-             "time": ts(9), "source": "app", "service_name": "shop", "ingest_batch": "seed"}
-            for i, (t, q) in enumerate([("acme", "100"), ("globex", "300"), ("globex", "100")])]
-    return schemas.conform("usage_events", pa.Table.from_pylist(rows, schema=pa.schema(
-        [f for f in schemas.USAGE_EVENTS if f.name in rows[0]])))
+def _ledger() -> pa.Table:
+    """Daily ledger entries (tenant_usage_daily reads the ledger): llm_tokens acme 100, globex 400
+    (a usage entry of 300 plus an adjustment of 100)."""
+    day_end = ts(0) + dt.timedelta(days=1)
+    rows = [{"entry_id": f"e{i}", "tenant_id": t, "meter": "llm_tokens", "period_start": ts(0), "period_end": day_end,
+             "dimensions_key": "{}", "quantity": Decimal(q), "unit": "tokens", "event_count": 1, "revision": i,
+             "kind": kind, "computed_at": ts(12), "pipeline_version": "test", "ingest_batch": "seed"}
+            for i, (t, q, kind) in enumerate([("acme", "100", "usage"), ("globex", "300", "usage"),
+                                              ("globex", "100", "adjustment")])]
+    return schemas.conform("usage_ledger", pa.Table.from_pylist(rows, schema=pa.schema(
+        [f for f in schemas.USAGE_LEDGER if f.name in rows[0]])))
 
 
 @pytest.fixture
@@ -161,7 +166,7 @@ def warehouse(tmp_path) -> Warehouse:
     wh = Warehouse.open(tmp_path / "wh")
     wh.write_part("sre_hourly_partials", "seed", "p0", _sre_partials())
     wh.write_part("spans", "seed", "p0", _spans())
-    wh.write_part("usage_events", "seed", "p0", _usage())
+    wh.write_part("usage_ledger", "seed", "p0", _ledger())
     wh.commit("seed", ["seed"])
     wh.build_views()
     return wh
