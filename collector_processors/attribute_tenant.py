@@ -105,6 +105,7 @@ class AttributeTenant(Processor):
     """Resolve ``tenant_id`` by precedence, validate it, enrich ``tenant_tier`` (see module doc)."""
 
     type_name = "attribute_tenant"
+    accepts_views = True
 
     def __init__(
         self,
@@ -135,26 +136,26 @@ class AttributeTenant(Processor):
         self._api_vals = pa.array(list(o.api_keys.values()), pa.string())
 
     # -- sources ---------------------------------------------------------------------------
-    def _source(self, src: str, batch: pa.Table) -> pa.Array | None:
+    def _source(self, src: str, batch: pa.Table, views: maps.BatchViews | None) -> pa.Array | None:
         o = self.options
         cols = batch.column_names
         if src == "attribute" and "attributes" in cols:
-            return maps.lookup(batch.column("attributes"), o.attribute_key)
+            return maps.entries_of(batch.column("attributes"), views).lookup(o.attribute_key)
         if src == "resource" and "resource_attributes" in cols:
-            return maps.lookup(batch.column("resource_attributes"), o.resource_key)
+            return maps.entries_of(batch.column("resource_attributes"), views).lookup(o.resource_key)
         if src == "column":
             return batch.column("tenant_id")
         if src == "service" and len(self._svc_keys):
             return _map_through(batch.column("service_name"), self._svc_keys, self._svc_vals)
         if src == "api_key" and len(self._api_keys) and "attributes" in cols:
-            key = maps.lookup(batch.column("attributes"), o.api_key_attribute)
+            key = maps.entries_of(batch.column("attributes"), views).lookup(o.api_key_attribute)
             return _map_through(key, self._api_keys, self._api_vals)
         return None
 
-    def _resolve(self, batch: pa.Table) -> pa.Array:
+    def _resolve(self, batch: pa.Table, views: maps.BatchViews | None) -> pa.Array:
         resolved = pa.nulls(batch.num_rows, pa.string())
         for src in self.options.precedence:
-            cand = self._source(src, batch)
+            cand = self._source(src, batch, views)
             if cand is None:
                 continue
             if isinstance(cand, pa.ChunkedArray):
@@ -165,11 +166,11 @@ class AttributeTenant(Processor):
         return resolved
 
     # -- process ---------------------------------------------------------------------------
-    def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
+    def process(self, table: str, batch: pa.Table | pa.RecordBatch, views: maps.BatchViews | None = None) -> Result:
         batch = base.as_table(batch)
         if batch.num_rows == 0:
             return Result(batch, schemas.empty("quarantine"))
-        resolved = self._resolve(batch)
+        resolved = self._resolve(batch, views)
         missing = pc.is_null(resolved)
         well_formed = pa.array(maps.match_any(resolved, TENANT_ID_RE2))
         invalid = pc.and_(pc.invert(missing), pc.invert(well_formed))
@@ -194,7 +195,7 @@ class AttributeTenant(Processor):
         stats: Counter = Counter()
         out = _set_column(batch, "tenant_id", tenant)
         if "tenant_tier" in out.column_names:
-            out = _set_column(out, "tenant_tier", self._tier(out, accepted))
+            out = _set_column(out, "tenant_tier", self._tier(out, accepted, views))
 
         keep = pc.invert(rejected)
         kept = out if pc.all(keep).as_py() else out.filter(keep)
@@ -211,10 +212,10 @@ class AttributeTenant(Processor):
         moved = pc.and_(keep, pc.invert(accepted))
         for r, n in _value_counts(reason.filter(moved)):
             stats[(schemas.UNATTRIBUTED, self.name, f"{base.UNATTRIBUTED_OUTCOME}:{r}")] += n
-        stats.update(base.count_by_tenant(kept, self.name, base.KEPT))
+        stats.update(base.count_by_tenant(kept, self.name, base.KEPT, views))
         return Result(kept, quarantined, stats)
 
-    def _tier(self, batch: pa.Table, accepted: pa.Array) -> pa.Array:
+    def _tier(self, batch: pa.Table, accepted: pa.Array, views: maps.BatchViews | None = None) -> pa.Array:
         tenant = batch.column("tenant_id")
         if self.catalog:
             idx = pc.index_in(tenant, value_set=self._catalog_ids)
@@ -222,7 +223,8 @@ class AttributeTenant(Processor):
         else:
             tier = batch.column("tenant_tier")
             if "attributes" in batch.column_names:
-                tier = pc.coalesce(tier, maps.lookup(batch.column("attributes"), self.options.tier_key))
+                attrs = maps.entries_of(batch.column("attributes"), views)
+                tier = pc.coalesce(tier, attrs.lookup(self.options.tier_key))
             ok = pa.array(maps.match_any(tier, _TIER_RE))
             tier = pc.if_else(ok, tier, pa.scalar(None, pa.string()))
         return pc.if_else(accepted, tier, pa.scalar(None, pa.string()))

@@ -214,8 +214,14 @@ def _raw_json(rows: pa.Table) -> list[str]:
     return out
 
 
-def count_by_tenant(batch: pa.Table, processor: str, outcome: str) -> Counter:
-    """Counter of rows per (tenant_id, processor, outcome), computed with a vectorized group-by."""
+def count_by_tenant(batch: pa.Table, processor: str, outcome: str, views: maps.BatchViews | None = None) -> Counter:
+    """Counter of rows per (tenant_id, processor, outcome), computed with a vectorized group-by.
+
+    With ``views`` (inside a chain) the count comes from the batch's cached ``tenant_id``
+    encoding, so processors that keep every row do not group the same column again.
+    """
+    if views is not None:
+        return views.count_by_tenant(batch, processor, outcome)
     out: Counter = Counter()
     if batch.num_rows == 0:
         return out

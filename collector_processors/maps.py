@@ -263,6 +263,20 @@ def entries_of(column: pa.Array | pa.ChunkedArray, views: "BatchViews | None") -
     return views.entries(column) if views is not None else MapEntries.of(column)
 
 
+def byte_lengths(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """UTF-8 byte length of each string (0 for null), read straight from the offsets buffer."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    parts = []
+    for c in chunks:
+        width = np.int64 if pa.types.is_large_string(c.type) or pa.types.is_large_binary(c.type) else np.int32
+        offs = np.frombuffer(c.buffers()[1], dtype=width, count=c.offset + len(c) + 1) if len(c) else np.zeros(1, width)
+        lengths = np.diff(offs[c.offset :]).astype(np.int64, copy=False)
+        if c.null_count:
+            lengths = np.where(np_bool(c.is_valid()), lengths, 0)
+        parts.append(lengths)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
 def np_bool(mask: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
     """A numpy bool array from an Arrow boolean (nulls count as False)."""
     if isinstance(mask, np.ndarray):

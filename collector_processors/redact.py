@@ -148,14 +148,14 @@ class _Engine:
         self.ignored = pa.array(o.ignored_keys, pa.string())
         self.blocked = pa.array(o.blocked_keys, pa.string())
 
-    def apply(self, batch: pa.Table) -> tuple[pa.Table, np.ndarray, Counter]:
+    def apply(self, batch: pa.Table, views: maps.BatchViews | None = None) -> tuple[pa.Table, np.ndarray, Counter]:
         """Redacted batch, rows to quarantine (denied keys), counts per (tenant, outcome)."""
         counts: Counter = Counter()
         denied_rows = np.zeros(batch.num_rows, dtype=bool)
         tenant = batch.column("tenant_id")
         for name in _MAPS:
             if name in batch.column_names:
-                col, denied = self._map(batch.column(name), tenant, counts, name in _MAPS_ALLOWLISTED)
+                col, denied = self._map(batch.column(name), tenant, counts, name in _MAPS_ALLOWLISTED, views)
                 denied_rows |= denied
                 batch = batch.set_column(batch.schema.get_field_index(name), name, col)
         if self.o.body:
@@ -165,51 +165,70 @@ class _Engine:
                     batch = batch.set_column(batch.schema.get_field_index(name), name, col)
         return batch, denied_rows, counts
 
-    def _map(self, column, tenant, counts: Counter, allow_listed: bool):
-        e = maps.MapEntries.of(column)
+    def _map(self, column, tenant, counts: Counter, allow_listed: bool, views: maps.BatchViews | None = None):
+        e = maps.entries_of(column, views)
         denied_rows = np.zeros(e.num_rows, dtype=bool)
         if not len(e):
             return column, denied_rows
         keep = np.ones(len(e), dtype=bool)
-        scan = maps.np_bool(pc.is_valid(e.values))
+        if self.any_pattern:
+            # the candidate scan below needs the value encoding anyway; it also tells the nulls
+            scan = e.value_codes()[0] >= 0
+        else:
+            scan = maps.np_bool(pc.is_valid(e.values))
         if len(self.ignored):
-            scan &= ~maps.np_bool(pc.is_in(e.keys, value_set=self.ignored))
+            scan &= ~e.keys_in(self.ignored)
         if allow_listed and self.allowed is not None:
-            denied = ~maps.np_bool(pc.is_in(e.keys, value_set=self.allowed))
+            denied = ~e.keys_in(self.allowed)
             if denied.any():
                 if self.o.on_denied_key == "quarantine":
                     denied_rows = e.rows_where(denied)
                 _count(counts, e, tenant, denied, "denied_key")
                 keep &= ~denied
                 scan &= ~denied
-        values = e.values
+        # blocked and candidate positions are disjoint: collect both, rewrite the values once
+        at: list[np.ndarray] = []
+        new_values: list[pa.Array] = []
         if len(self.blocked):
-            blocked = maps.np_bool(pc.is_in(e.keys, value_set=self.blocked)) & scan
+            blocked = e.keys_in(self.blocked) & scan
             if blocked.any():
                 idx = np.nonzero(blocked)[0]
                 _count(counts, e, tenant, blocked, "blocked_key")
                 if self.o.mode == "drop":
                     keep &= ~blocked
                 else:
-                    old = values.take(pa.array(idx)).to_pylist()
-                    new = [self._whole(v) for v in old]  # blocked values only
-                    values = pc.replace_with_mask(values, pa.array(blocked), pa.array(new, pa.string()))
+                    old = e.values.take(pa.array(idx)).to_pylist()
+                    at.append(idx)
+                    new_values.append(pa.array([self._whole(v) for v in old], pa.string()))  # blocked values only
                 scan &= ~blocked
         if self.any_pattern and scan.any():
-            cand = maps.match_any(values, self.any_pattern) & scan
+            cand = _candidates(e, self.any_pattern) & scan
             if cand.any():
                 idx = np.nonzero(cand)[0]
                 sub_tenant = pc.take(tenant, pa.array(e.parent[idx]))
-                new, hit = self._rewrite(values.take(pa.array(idx)), sub_tenant, counts)
+                new, hit = self._rewrite(e.values.take(pa.array(idx)), sub_tenant, counts)
                 if self.o.mode == "drop":
                     drop = np.zeros(len(e), dtype=bool)
                     drop[idx[hit]] = True
                     keep &= ~drop
                 else:
-                    values = pc.replace_with_mask(values, pa.array(cand), new)
-        if keep.all() and values is e.values:
+                    at.append(idx)
+                    new_values.append(new)
+        if keep.all() and not at:
             return column, denied_rows
-        return e.rebuild(values, keep), denied_rows
+        values = changed = None
+        if at:
+            changed = np.concatenate(at)
+            order = np.argsort(changed, kind="stable")
+            changed = changed[order]
+            mask = np.zeros(len(e), dtype=bool)
+            mask[changed] = True
+            new = pa.concat_arrays([a.cast(pa.string()) for a in new_values]).take(pa.array(order))
+            values = pc.replace_with_mask(e.values, pa.array(mask), new)
+        col, entries = e.derive(values, keep, changed=changed)
+        if views is not None:
+            views.put(col, entries)
+        return col, denied_rows
 
     def _text(self, column: pa.Array, tenant, counts: Counter) -> pa.Array:
         if not self.any_pattern or len(column) == 0:
@@ -277,6 +296,7 @@ class Redact(Processor):
     """Mask, hash or drop personal data and secrets (see the module docstring)."""
 
     type_name = "redact"
+    accepts_views = True
 
     def __init__(
         self,
@@ -300,14 +320,14 @@ class Redact(Processor):
             self.overrides[tid] = _Engine(opts, where)
         self._override_ids = pa.array(sorted(self.overrides), pa.string())
 
-    def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
+    def process(self, table: str, batch: pa.Table | pa.RecordBatch, views: maps.BatchViews | None = None) -> Result:
         batch = base.as_table(batch)
         if batch.num_rows == 0:
             return Result(batch, schemas.empty("quarantine"))
         if self.overrides:
             out, denied, counts = self._split_apply(batch)
         else:
-            out, denied, counts = self.engine.apply(batch)
+            out, denied, counts = self.engine.apply(batch, views)
         stats: Counter = Counter({(t, self.name, f"{base.REDACTED}:{k}"): n for (t, k), n in counts.items()})
         quarantined = schemas.empty("quarantine")
         if denied.any():
@@ -318,7 +338,7 @@ class Redact(Processor):
             )
             stats.update(base.count_by_tenant(bad, self.name, f"{base.QUARANTINED}:{schemas.Reason.DENIED_ATTRIBUTE}"))
             out = out.filter(pc.invert(mask))
-        stats.update(base.count_by_tenant(out, self.name, base.KEPT))
+        stats.update(base.count_by_tenant(out, self.name, base.KEPT, views))
         return Result(out, quarantined, stats)
 
     def _split_apply(self, batch: pa.Table):
@@ -339,6 +359,15 @@ class Redact(Processor):
             counts.update(c)
         perm = np.argsort(np.concatenate(order), kind="stable")
         return pa.concat_tables(outs).take(pa.array(perm)), np.concatenate(denied)[perm], counts
+
+
+def _candidates(e: maps.MapEntries, pattern: str) -> np.ndarray:
+    """Entries whose value matches ``pattern``: one RE2 pass over the distinct values only."""
+    codes, distinct = e.value_codes()
+    if not len(distinct):
+        return np.zeros(len(e), dtype=bool)
+    hit = maps.np_bool(pc.match_substring_regex(distinct, pattern))
+    return np.append(hit, False)[codes]  # code -1 (null) never matches
 
 
 def _count(counts: Counter, e: maps.MapEntries, tenant, mask: np.ndarray, outcome: str) -> None:

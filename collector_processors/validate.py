@@ -105,6 +105,7 @@ class Validate(Processor):
     """Quarantine rows that break a limit or a sanity rule (see the module docstring)."""
 
     type_name = "validate"
+    accepts_views = True
 
     def __init__(
         self,
@@ -117,18 +118,18 @@ class Validate(Processor):
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.required = {**DEFAULT_REQUIRED, **self.options.required}
 
-    def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
+    def process(self, table: str, batch: pa.Table | pa.RecordBatch, views: maps.BatchViews | None = None) -> Result:
         batch = base.as_table(batch)
         n = batch.num_rows
         if n == 0 or table not in schemas.SIGNAL_TABLES:
-            return Result(batch, schemas.empty("quarantine"), base.count_by_tenant(batch, self.name, base.KEPT))
+            return Result(batch, schemas.empty("quarantine"), base.count_by_tenant(batch, self.name, base.KEPT, views))
         code = np.full(n, -1, dtype=np.int8)
-        checks = list(self._checks(table, batch))
+        checks = list(self._checks(table, batch, views))
         for i, (_, mask, _) in enumerate(checks):
             code[(code == -1) & mask] = i
         keep = code == -1
         kept = batch.filter(pa.array(keep)) if not keep.all() else batch
-        stats: Counter = base.count_by_tenant(kept, self.name, base.KEPT)
+        stats: Counter = base.count_by_tenant(kept, self.name, base.KEPT, views)
         parts = [schemas.empty("quarantine")]
         for i, (reason, _, detail) in enumerate(checks):
             sel = code == i
@@ -138,7 +139,7 @@ class Validate(Processor):
                 stats.update(base.count_by_tenant(bad, self.name, f"{base.QUARANTINED}:{reason}"))
         return Result(kept, pa.concat_tables(parts), stats)
 
-    def _checks(self, table: str, batch: pa.Table):
+    def _checks(self, table: str, batch: pa.Table, views: maps.BatchViews | None = None):
         """Yield ``(reason, row mask, detail)`` in priority order."""
         o = self.options
         cols = batch.column_names
@@ -172,7 +173,7 @@ class Validate(Processor):
             end, start = _END_START[table]
             yield Reason.END_BEFORE_START, maps.np_bool(pc.less(batch.column(end), batch.column(start))), f"{end} < {start}"
 
-        entries = {c: maps.MapEntries.of(batch.column(c)) for c in _MAP_COLUMNS if c in cols}
+        entries = {c: maps.entries_of(batch.column(c), views) for c in _MAP_COLUMNS if c in cols}
         if o.max_attributes is not None:
             m = np.zeros(n, dtype=bool)
             for e in entries.values():
@@ -211,10 +212,10 @@ def _longer(arr, limit: int) -> np.ndarray:
     Byte lengths come free from the offsets and bound the character count from above, so the
     UTF-8 count runs only on the (rare) strings with more than ``limit`` bytes.
     """
-    arr = maps.flat(arr)
-    over_bytes = maps.np_bool(pc.greater(pc.binary_length(arr), limit))
+    over_bytes = maps.byte_lengths(arr) > limit
     if not over_bytes.any():
         return over_bytes
+    arr = maps.flat(arr)
     idx = np.nonzero(over_bytes)[0]
     over_bytes[idx] = maps.np_bool(pc.greater(pc.utf8_length(arr.take(pa.array(idx))), limit))
     return over_bytes

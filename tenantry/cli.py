@@ -247,12 +247,18 @@ def dashboard_build(warehouse, out, tenant):
               help="Where everything the demo makes goes.")
 @click.option("--requests", "n_requests", default=600, show_default=True, type=click.IntRange(10, 100_000),
               help="Requests the sample app serves.")
-def demo(directory, n_requests):
+@click.option("--live", is_flag=True, help="Run collect + stream with the app sending continuously.")
+@click.option("--seconds", default=60.0, show_default=True, type=click.FloatRange(5, 3600),
+              help="How long --live runs.")
+def demo(directory, n_requests, live, seconds):
     """Receive, process and show a multi-tenant sample app's telemetry, end to end."""
     from tenantry.demo import run as demo_run
 
     try:
-        demo_run.run(Path(directory), n_requests=n_requests)
+        if live:
+            demo_run.run_live(Path(directory), seconds=seconds)
+        else:
+            demo_run.run(Path(directory), n_requests=n_requests)
     except demo_run.DemoError as e:
         raise click.ClickException(str(e)) from None
 

@@ -7,7 +7,7 @@ driver                 measured as (per UTC day, per tenant)                    
 =====================  ===========================================================  ==========
 ``requests``           server requests (re-weighted for sampling)                    tenant_sre_hourly
 ``duration``           total server span time in ms (``requests * mean_ms``)         tenant_sre_hourly
-``meter:<name>``       the meter's quantity                                          tenant_usage_daily
+``meter:<name>``       the meter's daily quantity (as the usage ledger holds it)     tenant_usage_daily
 ``attribute:<key>``    sum of a numeric span attribute × ``sample_weight``           spans
                        (e.g. ``http.response.body.size`` for bytes)
 ``dynamodb_capacity``  sum of ``CapacityUnits`` in ``aws.dynamodb.consumed_capacity``  spans

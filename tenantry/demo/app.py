@@ -93,8 +93,9 @@ def build_app(tracer, rng: random.Random, clock: dict):
     return TenantASGIMiddleware(Starlette(routes=routes))
 
 
-def drive(n_requests: int, seed: int, endpoint: str) -> dict[str, int]:
-    """Send ``n_requests`` through the app; returns requests sent per tenant (None: no tenant)."""
+def drive(n_requests: int, seed: int, endpoint: str, live_seconds: float | None = None) -> dict[str, int]:
+    """Send ``n_requests`` through the app (spread over the past day), or with ``live_seconds``
+    keep sending in real time for that long; returns requests sent per tenant."""
     import tenantry
     from opentelemetry import trace
     from opentelemetry.sdk._logs import LoggingHandler
@@ -112,9 +113,18 @@ def drive(n_requests: int, seed: int, endpoint: str) -> dict[str, int]:
     noisy_weights = [0.6 if t == NOISY_TENANT else share for t, _, share in TENANTS] + [UNATTRIBUTED_SHARE]
     day_ns = 86_400 * 10**9
     start_ns = time.time_ns() - day_ns
-    for i in range(n_requests):
-        clock["now_ns"] = start_ns + i * day_ns // n_requests
-        clock["noisy"] = i >= NOISY_PHASE * n_requests
+    deadline = time.monotonic() + live_seconds if live_seconds else None
+    i = 0
+    while (i < n_requests) if deadline is None else (time.monotonic() < deadline):
+        if deadline is None:
+            clock["now_ns"] = start_ns + i * day_ns // n_requests
+            clock["noisy"] = i >= NOISY_PHASE * n_requests
+        else:
+            clock["now_ns"] = time.time_ns()
+            time.sleep(0.02)  # about 50 requests a second
+            if i % 250 == 0:
+                providers.force_flush(5_000)  # keep the pipeline fed while live
+        i += 1
         pick = rng.choices(range(len(weights)), noisy_weights if clock["noisy"] else weights)[0]
         headers = {}
         tenant = None
@@ -133,8 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--endpoint", required=True, help="OTLP/HTTP base URL of the receiver")
     ap.add_argument("--requests", type=int, default=600)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--live", type=float, default=None, help="send in real time for this many seconds")
     args = ap.parse_args(argv)
-    sent = drive(args.requests, args.seed, args.endpoint)
+    sent = drive(args.requests, args.seed, args.endpoint, args.live)
     print(" ".join(f"{k}={v}" for k, v in sorted(sent.items())))
 
 

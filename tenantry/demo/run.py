@@ -136,3 +136,64 @@ def _summary(directory: Path, warehouse: Path, report, pages, cfg_path: Path, bi
                   f"  tenantry run batch --input {directory / 'landing'} --warehouse {warehouse} --config {cfg_path}\n"
                   f"  tenantry query --warehouse {warehouse} \"select * from tenant_sre_hourly order by requests desc\"\n"
                   f"  tenantry dashboard build --warehouse {warehouse} --out {directory / 'dashboards'}")
+
+
+def run_live(directory: Path, seconds: float = 60.0) -> dict:
+    """``tenantry demo --live``: receiver + stream pipeline + the sample app sending in real time,
+    with per-tenant figures refreshed every few seconds while it runs."""
+    import os
+    import threading
+
+    from rich.live import Live
+
+    from pipelines.stream import run_stream
+    from tenantry import querying
+    from tenantry.receiver import Receiver
+
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg_path = directory / "tenantry.yaml"
+    shutil.copyfile(_config_source(), cfg_path)
+    cfg = tconfig.load(cfg_path)
+    landing, warehouse = directory / "landing", directory / "warehouse"
+    receiver = Receiver(landing, http_listen="127.0.0.1:0", grpc_listen=None).start()
+    stop = threading.Event()
+    stats_box: dict = {}
+    stream = threading.Thread(
+        target=lambda: stats_box.update(stats=run_stream(landing, warehouse, cfg, poll_interval=0.5, stop=stop)),
+        name="tenantry-stream", daemon=True,
+    )
+    stream.start()
+    env = dict(os.environ, OTEL_BSP_SCHEDULE_DELAY="500", OTEL_BLRP_SCHEDULE_DELAY="500")
+    app = subprocess.Popen(
+        [sys.executable, "-m", "tenantry.demo.app", "--endpoint", f"http://127.0.0.1:{receiver.http_port}",
+         "--live", str(seconds)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    sql = ("select tenant_id, sum(requests)::bigint as requests, sum(errors)::bigint as errors, "
+           "max(p95_ms) as p95_ms from tenant_sre_hourly group by 1 order by requests desc")
+    started = time.monotonic()
+    try:
+        with Live(console=console, refresh_per_second=2) as live:
+            while app.poll() is None:
+                time.sleep(2)
+                try:
+                    res = querying.run(str(warehouse), sql)
+                    age = querying.run(str(warehouse), "select epoch(now()) - epoch(max(end_time)) from spans").rows[0][0]
+                except Exception:  # nothing committed yet
+                    continue
+                title = (f"live for {time.monotonic() - started:.0f}s of {seconds:.0f}s; newest span visible "
+                         f"{age:.1f}s after it ended" if age is not None else "waiting for data")
+                live.update(clirender.table(res.columns, res.rows, title=title))
+    finally:
+        if app.poll() is None:
+            app.terminate()
+        receiver.stop()
+        time.sleep(1.5)  # let the stream pick up the receiver's last segment
+        stop.set()
+        stream.join(120)
+    if app.returncode not in (0, None, -15):
+        raise DemoError(f"the sample app failed:\n{(app.stderr.read() if app.stderr else '')[-2000:]}")
+    stats = stats_box.get("stats")
+    console.print(f"stream: {stats.segments if stats else 0} segments in "
+                  f"{stats.micro_batches if stats else 0} micro-batches; warehouse: {warehouse}")
+    return {"stats": stats}

@@ -30,8 +30,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
+from collector_processors.base import Processor, Result
 from collector_processors.registry import build_chain
-from tenantry import landing
+from tenantry import landing, schemas
 from tenantry.config import Config
 from tenantry.receiver import Receiver, ReceiverConfigError
 from tenantry.receiver.process import ChainLander
@@ -236,12 +237,10 @@ def test_a_processing_bug_lands_the_flush_raw_and_still_acknowledges_it(tmp_path
 
 
 def test_a_chain_that_loses_rows_makes_the_flush_land_raw_rather_than_drop_them(tmp_path):
-    class Lossy:
-        type_name, name, options = "lossy", "lossy", None
+    class Lossy(Processor):
+        type_name = "lossy"
 
         def process(self, table, batch):
-            from collector_processors.base import Result
-            from tenantry import schemas
             return Result(batch.slice(0, batch.num_rows // 2), schemas.empty("quarantine"))
 
     with Receiver(tmp_path, http_listen="127.0.0.1:0", grpc_listen=None, chain=Lossy(), flush_interval_s=0.01) as r:
