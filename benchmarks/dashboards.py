@@ -93,6 +93,18 @@ def synthetic_warehouse(root: str | Path, tenants: list[str], *, days: int = 2, 
         "source": pa.array(["app"] * m), "service_name": pa.array([services[0]] * m),
         "trace_id": pa.nulls(m, pa.string()), "span_id": pa.nulls(m, pa.string()),
         "ingest_batch": pa.array([run_id] * m)}))
+    # the same usage as daily ledger entries (tenant_usage_daily and ledger_balance read the ledger)
+    ledger_tenants = pa.array(tenants).take(pa.array(ut))
+    ledger_meters = pa.array(list(meters)).take(pa.array(um))
+    wh.write_part("usage_ledger", run_id, "part-0", pa.table({
+        "entry_id": pa.array([f"le-{i}" for i in range(m)]), "tenant_id": ledger_tenants, "meter": ledger_meters,
+        "period_start": _ts(day_us[ud] - day_us[ud] % 86_400_000_000),
+        "period_end": _ts(day_us[ud] - day_us[ud] % 86_400_000_000 + 86_400_000_000),
+        "dimensions": pa.array([[]] * m, pa.map_(pa.string(), pa.string())), "dimensions_key": pa.array(["{}"] * m),
+        "quantity": qty, "unit": pa.array(["calls"] * m), "event_count": pa.array([1] * m, pa.int64()),
+        "revision": pa.array([1] * m, pa.int32()), "kind": pa.array(["usage"] * m),
+        "supersedes": pa.nulls(m, pa.string()), "computed_at": _ts(np.full(m, end_us)),
+        "pipeline_version": pa.array(["synthetic"] * m), "ingest_batch": pa.array([run_id] * m)}))
     nt = len(tenants)
     wh.write_part("processor_stats", run_id, "part-0", pa.table({
         "table": pa.array(["spans"] * nt), "tenant_id": pa.array(tenants),

@@ -9,7 +9,10 @@ then measures
 - chain: the demo chain (attribute_tenant, validate, redact, limit_cardinality, sample) over the
   same batches, already in memory.
 
-It prints rows per second for both, the ratio chain / read (target: <= 2.0) and the peak RSS.
+Read and chain alternate ``--repeat`` times (the machine may be shared: both stages see the same
+load). It prints best and median seconds of both, rows per second, the ratio chain / read
+(best/best and the median of the paired ratios; target: <= 2.0), the load average, each
+processor's time inside one chain run and alone, and the peak RSS.
 
     .venv/bin/python benchmarks/processors.py [--rows 1000000] [--batch-rows 65536]
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,11 +124,25 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def _timed(fn, name: str, into: dict):
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            into[name] = into.get(name, 0.0) + time.perf_counter() - t0
+    return wrapper
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--batch-rows", type=int, default=65536)
-    ap.add_argument("--repeat", type=int, default=3, help="report the best of this many runs")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of read + chain; best and median are reported")
     ap.add_argument("--write-to", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -141,45 +159,65 @@ def main(argv=None) -> int:
         gen_s = time.perf_counter() - t0
         size_mb = os.path.getsize(path) / 2**20
 
-        read_s = float("inf")
-        for _ in range(args.repeat):  # best of N: the machine is shared
-            t0 = time.perf_counter()
+        # read and chain alternate, so both see the same load on a shared machine; the ratio of
+        # each pair is reported as well as best and median of each stage
+        reads, chains, ratios, loads, cpu_reads, cpu_chains = [], [], [], [], [], []
+        for _ in range(args.repeat):
+            loads.append(_load())
+            t0, c0 = time.perf_counter(), time.process_time()
             batches = [pa.Table.from_batches([b]) for b in pq.ParquetFile(path).iter_batches(batch_size=args.batch_rows)]
-            read_s = min(read_s, time.perf_counter() - t0)
-    rss_after_read = _rss_mb()
-
-    per_proc: dict[str, float] = {}
-    chain_s = float("inf")
-    for _ in range(args.repeat):  # a fresh chain each time: limit_cardinality's state starts empty
-        chain = build_chain(parse(DEMO_CONFIG))
-        kept = quarantined = sampled_out = 0
-        t0 = time.perf_counter()
-        for b in batches:
-            res = chain.process("spans", b)
-            kept += res.kept.num_rows
-            quarantined += res.quarantined.num_rows
-            sampled_out += res.sampled_out
-        chain_s = min(chain_s, time.perf_counter() - t0)
+            reads.append(time.perf_counter() - t0)
+            cpu_reads.append(time.process_time() - c0)
+            rss_after_read = rss_after_read if reads[1:] else _rss_mb()
+            chain = build_chain(parse(DEMO_CONFIG))  # a fresh chain: limit_cardinality's state starts empty
+            kept = quarantined = sampled_out = 0
+            t0, c0 = time.perf_counter(), time.process_time()
+            for b in batches:
+                res = chain.process("spans", b)
+                kept += res.kept.num_rows
+                quarantined += res.quarantined.num_rows
+                sampled_out += res.sampled_out
+            chains.append(time.perf_counter() - t0)
+            cpu_chains.append(time.process_time() - c0)
+            ratios.append(chains[-1] / reads[-1])
+        loads.append(_load())
     rss_peak = _rss_mb()
 
-    # per-processor cost, on a fresh chain (each processor fed the previous one's output)
+    # where the chain's time goes: each processor timed inside one chain run (the rest is the
+    # chain's own overhead), then each processor alone on the previous one's output
+    inside: dict[str, float] = {}
+    chain = build_chain(parse(DEMO_CONFIG))
+    for p in chain:
+        p.process = _timed(p.process, p.name, inside)
+    t0 = time.perf_counter()
+    for b in batches:
+        chain.process("spans", b)
+    inside_total = time.perf_counter() - t0
+    alone: dict[str, float] = {}
     chain2 = build_chain(parse(DEMO_CONFIG))
     for b in batches:
         for p in chain2:
             t1 = time.perf_counter()
             b = p.process("spans", b).kept
-            per_proc[p.name] = per_proc.get(p.name, 0.0) + time.perf_counter() - t1
+            alone[p.name] = alone.get(p.name, 0.0) + time.perf_counter() - t1
 
     n = args.rows
     assert kept + quarantined + sampled_out == n, "accounting invariant broken"
+    med = statistics.median
     print(f"spans: {n:,} in {len(batches)} batches of {args.batch_rows:,}; parquet {size_mb:.0f} MiB; "
-          f"generated in {gen_s:.1f}s; best of {args.repeat}")
-    print(f"{'stage':<34}{'seconds':>10}{'rows/s':>14}")
-    print(f"{'read parquet (baseline)':<34}{read_s:>10.3f}{n / read_s:>14,.0f}")
-    print(f"{'processor chain (5 processors)':<34}{chain_s:>10.3f}{n / chain_s:>14,.0f}")
-    for name, s in per_proc.items():
-        print(f"{'  ' + name:<34}{s:>10.3f}{n / s:>14,.0f}")
-    print(f"ratio chain / read: {chain_s / read_s:.2f}x (target <= 2.0x)")
+          f"generated in {gen_s:.1f}s; {args.repeat} repeats (read and chain alternate)")
+    print(f"load average (1 min) during the repeats: {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores")
+    print(f"{'stage':<34}{'best s':>9}{'median s':>10}{'best rows/s':>14}")
+    print(f"{'read parquet (baseline)':<34}{min(reads):>9.3f}{med(reads):>10.3f}{n / min(reads):>14,.0f}")
+    print(f"{'processor chain (5 processors)':<34}{min(chains):>9.3f}{med(chains):>10.3f}{n / min(chains):>14,.0f}")
+    print(f"ratio chain / read: best/best {min(chains) / min(reads):.2f}x, median of paired ratios "
+          f"{med(ratios):.2f}x (target <= 2.0x)")
+    print(f"CPU seconds (all threads): read best {min(cpu_reads):.3f} median {med(cpu_reads):.3f}; chain best "
+          f"{min(cpu_chains):.3f} median {med(cpu_chains):.3f}; ratio of bests {min(cpu_chains) / min(cpu_reads):.2f}x")
+    print(f"\none chain run, {inside_total:.3f}s: each processor inside it / alone on the previous one's output")
+    for name, s in inside.items():
+        print(f"  {name:<32}{s:>9.3f}{alone[name]:>10.3f}")
+    print(f"  {'chain overhead':<32}{inside_total - sum(inside.values()):>9.3f}")
     print(f"kept {kept:,}  quarantined {quarantined:,}  sampled_out {sampled_out:,}")
     print(f"peak RSS (this process): {rss_after_read:,.0f} MiB after reading, {rss_peak:,.0f} MiB after the chain")
     return 0

@@ -72,6 +72,8 @@ class MapEntries:
         """(code per entry, -1 for null; distinct values): the values dictionary-encoded, once."""
         if self._value_enc is None:
             self._value_enc = encode(self.values)
+        elif callable(self._value_enc):  # carried over from a derive(): patched only when asked for
+            self._value_enc = self._value_enc()
         return self._value_enc
 
     def keys_in(self, value_set: pa.Array) -> np.ndarray:
@@ -121,27 +123,38 @@ class MapEntries:
         values: pa.Array | None = None,
         keep: pa.Array | np.ndarray | None = None,
         changed: np.ndarray | None = None,
+        changed_to: str | None = None,
     ) -> tuple[pa.Array, "MapEntries"]:
         """(rebuilt column, its entries), like :meth:`rebuild`.
 
         The new entries carry over the encodings already computed, so the next processor does not
         encode again: the key encoding always (keys do not change), the value encoding when
-        ``changed`` (entry positions whose value differs) is given; only those values are encoded.
+        ``changed`` (entry positions whose value differs; all set to ``changed_to`` if given) is
+        passed. The value encoding is patched lazily, only if a later processor asks for it.
         """
         keys = self.keys
         vals = self.values if values is None else values
         parent = self.parent
         key_enc = self._key_enc
         value_enc = None
-        if self._value_enc is not None and (values is None or changed is not None):
-            value_enc = self._value_enc if values is None or not len(changed) else _patch(self._value_enc, vals, changed)
+        old_enc = self._value_enc
+        if old_enc is not None and (values is None or changed is not None):
+            if values is None or not len(changed):
+                value_enc = old_enc
+            else:
+                def value_enc(old=old_enc, vals=vals):
+                    old = old() if callable(old) else old
+                    return _patch(old, vals, changed, changed_to)
         if keep is not None:
             k = np_bool(keep)
             if not k.all():
                 mask = pa.array(k)
                 keys, vals, parent = keys.filter(mask), vals.filter(mask), parent[k]
                 key_enc = None if key_enc is None else (key_enc[0][k], key_enc[1])
-                value_enc = None if value_enc is None else (value_enc[0][k], value_enc[1])
+                if value_enc is not None:
+                    def value_enc(full=value_enc):
+                        codes, distinct = full() if callable(full) else full
+                        return codes[k], distinct
         lengths = np.bincount(parent, minlength=self.num_rows)
         offsets = np.zeros(self.num_rows + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
@@ -156,6 +169,23 @@ class MapEntries:
         return column, entries
 
 
+def replace_at(values: pa.Array, positions: np.ndarray, new: pa.Array) -> pa.Array:
+    """``values`` with ``new[i]`` at ``positions[i]`` (one gather; faster than replace_with_mask)."""
+    index = np.arange(len(values), dtype=np.int64)
+    index[positions] = len(values) + np.arange(len(positions), dtype=np.int64)
+    return pa.concat_arrays([values, new.cast(values.type)]).take(pa.array(index))
+
+
+def dense_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ``codes`` ascending, position of each code among them), for codes in
+    ``[0, size)``; like ``np.unique(codes, return_inverse=True)`` but O(n) with no sort."""
+    present = np.bincount(codes, minlength=size) > 0
+    distinct = np.nonzero(present)[0]
+    where = np.zeros(size, np.int64)
+    where[distinct] = np.arange(len(distinct))
+    return distinct, where[codes]
+
+
 def encode(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """(int64 code per element, -1 for null; the distinct non-null values in first-seen order)."""
     enc = pc.dictionary_encode(flat(arr))
@@ -165,11 +195,17 @@ def encode(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64), enc.dictionary
 
 
-def _patch(enc: tuple[np.ndarray, pa.Array], values: pa.Array, changed: np.ndarray) -> tuple[np.ndarray, pa.Array]:
-    """The encoding of ``values``, given ``enc`` of the values before the entries ``changed``."""
+def _patch(
+    enc: tuple[np.ndarray, pa.Array], values: pa.Array, changed: np.ndarray, changed_to: str | None = None
+) -> tuple[np.ndarray, pa.Array]:
+    """The encoding of ``values``, given ``enc`` of the values before the entries ``changed``
+    (which all became ``changed_to``, when that is given)."""
     codes, distinct = enc
     codes = codes.copy()
-    sub_codes, sub_distinct = encode(values.take(pa.array(changed)))
+    if changed_to is not None:
+        sub_codes, sub_distinct = np.zeros(len(changed), np.int64), pa.array([changed_to], pa.string())
+    else:
+        sub_codes, sub_distinct = encode(values.take(pa.array(changed)))
     if not len(sub_distinct):
         codes[changed] = -1
         return codes, distinct

@@ -221,10 +221,8 @@ class _Engine:
             changed = np.concatenate(at)
             order = np.argsort(changed, kind="stable")
             changed = changed[order]
-            mask = np.zeros(len(e), dtype=bool)
-            mask[changed] = True
             new = pa.concat_arrays([a.cast(pa.string()) for a in new_values]).take(pa.array(order))
-            values = pc.replace_with_mask(e.values, pa.array(mask), new)
+            values = maps.replace_at(e.values, changed, new)
         col, entries = e.derive(values, keep, changed=changed)
         if views is not None:
             views.put(col, entries)

@@ -44,9 +44,8 @@ from collector_processors.base import Processor, Result
 from collector_processors.options import Options
 from tenantry import schemas
 
-_LUT = np.zeros(256, dtype=np.uint64)
-_LUT[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint64)
-_LUT[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
+_NIBBLE = np.full(256, 0xFF, dtype=np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 _TWO_56 = float(1 << 56)
 
 
@@ -73,6 +72,7 @@ class Sample(Processor):
     """Keep errors, slow spans and P% of traces per tier; weight kept spans by 100/P."""
 
     type_name = "sample"
+    accepts_views = True
 
     def __init__(self, name: str | None = None, options: Mapping | SampleOptions | None = None):
         super().__init__(name)
@@ -80,10 +80,10 @@ class Sample(Processor):
         self._tier_names = pa.array(list(self.options.tiers), pa.string())
         self._tier_pct = np.array(list(self.options.tiers.values()) + [self.options.default_percent], dtype=np.float64)
 
-    def process(self, table: str, batch: pa.Table | pa.RecordBatch) -> Result:
+    def process(self, table: str, batch: pa.Table | pa.RecordBatch, views: maps.BatchViews | None = None) -> Result:
         batch = base.as_table(batch)
         if table != "spans" or batch.num_rows == 0:
-            return Result(batch, schemas.empty("quarantine"), base.count_by_tenant(batch, self.name, base.KEPT))
+            return Result(batch, schemas.empty("quarantine"), base.count_by_tenant(batch, self.name, base.KEPT, views))
         n = batch.num_rows
         pct = self._percent(batch)
         always = self._always(batch)
@@ -101,9 +101,17 @@ class Sample(Processor):
         stats: Counter = Counter()
         kept = out if keep.all() else out.filter(pa.array(keep))
         dropped = n - kept.num_rows
-        if dropped:
-            stats.update(base.count_by_tenant(batch.select(["tenant_id"]).filter(pa.array(~keep)), self.name, base.SAMPLED_OUT))
-        stats.update(base.count_by_tenant(kept, self.name, base.KEPT))
+        if views is not None:
+            if dropped:
+                stats.update(views.count_by_tenant(batch, self.name, base.SAMPLED_OUT, rows=~keep))
+                # the kept rows' tenants are a subset of the batch's: no need to encode them again
+                codes, names = views.tenant_codes(batch.column("tenant_id"))
+                views.put_tenant_codes(kept.column("tenant_id"), codes[keep], names)
+            stats.update(views.count_by_tenant(kept, self.name, base.KEPT))
+        else:
+            if dropped:
+                stats.update(base.count_by_tenant(batch.select(["tenant_id"]).filter(pa.array(~keep)), self.name, base.SAMPLED_OUT))
+            stats.update(base.count_by_tenant(kept, self.name, base.KEPT))
         return Result(kept, schemas.empty("quarantine"), stats, sampled_out=dropped)
 
     def _percent(self, batch: pa.Table) -> np.ndarray:
@@ -127,17 +135,37 @@ class Sample(Processor):
 
 
 def trace_hash(trace_id: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """The low 56 bits of each 32-hex-digit trace id, and a mask of the ids that had them."""
+    """The low 56 bits of each 32-hex-digit trace id, and a mask of the ids that had them.
+
+    Read from the string buffers with numpy: an id qualifies when it is valid, exactly 32 bytes
+    long and every byte is a lower-case hex digit.
+    """
     ids = maps.flat(trace_id)
     n = len(ids)
-    ok = maps.np_bool(pc.match_substring_regex(ids, "^[0-9a-f]{32}$"))
     h = np.zeros(n, dtype=np.uint64)
+    if n == 0:
+        return h, np.zeros(0, dtype=bool)
+    if pa.types.is_large_string(ids.type):
+        ids = ids.cast(pa.string())
+    ok = maps.byte_lengths(ids) == 32
+    if ids.null_count:
+        ok &= maps.np_bool(ids.is_valid())
     if not ok.any():
         return h, ok
-    good = maps.flat(ids.filter(pa.array(ok))) if not ok.all() else ids
-    offsets = np.frombuffer(good.buffers()[1], dtype=np.int32)[good.offset : good.offset + len(good) + 1]
-    data = np.frombuffer(good.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[0] + 32 * len(good)]
-    nib = _LUT[data.reshape(len(good), 32)[:, 18:]]  # last 14 hex digits = 56 bits
-    shifts = np.arange(13, -1, -1, dtype=np.uint64) * np.uint64(4)
-    h[ok] = np.bitwise_or.reduce(nib << shifts, axis=1)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset : ids.offset + n + 1]
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8)
+    rows = np.nonzero(ok)[0]
+    if len(rows) == n and offsets[-1] - offsets[0] == 32 * n:  # contiguous: a zero-copy view
+        digits = data[offsets[0] : offsets[0] + 32 * n].reshape(n, 32)
+    else:
+        digits = data[offsets[rows][:, None] + np.arange(32)]
+    nib = _NIBBLE[digits]  # 0-15 for a hex digit, 0xFF for anything else
+    hexes = ~(np.ascontiguousarray(nib).view(np.uint64) & np.uint64(0xF0F0F0F0F0F0F0F0)).any(axis=1)
+    if not hexes.all():
+        ok[rows[~hexes]] = False
+        rows, nib = rows[hexes], nib[hexes]
+    # the last 14 hex digits = 7 bytes = 56 bits, read as one big-endian integer
+    packed = np.zeros((len(rows), 8), dtype=np.uint8)
+    packed[:, 1:] = (nib[:, 18::2] << 4) | nib[:, 19::2]
+    h[rows] = packed.view(">u8").ravel()
     return h, ok

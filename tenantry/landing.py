@@ -191,7 +191,8 @@ def write_normalized_segment(
     names, rows, blobs = [], [], []
     for table, data in tables.items():
         if table not in NORMALIZED_TABLES:
-            raise ValueError(f"normalized segment: unknown table {table!r}; expected one of {', '.join(NORMALIZED_TABLES)}")
+            raise ValueError(f"normalized segment: unknown table {table!r}; "
+                             f"expected one of {', '.join(NORMALIZED_TABLES)}")
         if not data.schema.equals(schemas.LAKE_TABLES[table], check_metadata=False):
             raise ValueError(f"normalized segment: table {table!r} does not have the schema of schemas.LAKE_TABLES"
                              f"[{table!r}] (columns {data.schema.names}); conform it first")
@@ -250,6 +251,21 @@ def read_normalized_segment(path: str | Path) -> tuple[dict[str, pa.Table], dict
                                          f"with columns {got.schema.names}; expected schemas.LAKE_TABLES[{table!r}]")
         tables[table] = got.replace_schema_metadata(None)
     return tables, meta
+
+
+def normalized_segment_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a normalized segment without reading its tables (only the file footer):
+    enough to compare ``tenantry.processed_by`` with :func:`chain_digest` when planning a run."""
+    try:
+        with pa.memory_map(str(path)) as src:
+            schema = pa.ipc.open_file(src).schema
+    except (pa.ArrowInvalid, OSError) as e:
+        raise NormalizedSegmentError(f"{path}: not a readable normalized segment: {e}") from None
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    if not schema.equals(NORMALIZED_SEGMENT, check_metadata=False) or meta.get(META_FORMAT) != NORMALIZED_FORMAT:
+        raise NormalizedSegmentError(f"{path}: not a normalized segment (format {meta.get(META_FORMAT)!r}; "
+                                     f"expected {NORMALIZED_FORMAT!r})")
+    return meta
 
 
 def iter_normalized_segment(path: str | Path) -> Iterator[tuple[str, pa.Table, dict[str, str]]]:

@@ -31,12 +31,20 @@ class Family:
 
 def merge(family: Family, tables: Iterable[pa.Table]) -> pa.Table:
     """Sum partials of one family per key (vectorized group-by)."""
-    tables = [t.select(list(family.keys + family.sums)) for t in tables if t is not None and t.num_rows]
+    # nullability differs between producers (a cast to the lake schema marks columns not-null);
+    # it carries no data, so drop it before concatenating
+    tables = [_nullable(t.select(list(family.keys + family.sums))) for t in tables if t is not None and t.num_rows]
     if not tables:
         return family.schema.empty_table().select(list(family.keys + family.sums))
     data = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     out = data.group_by(list(family.keys), use_threads=False).aggregate([(c, "sum") for c in family.sums])
     return out.rename_columns(list(family.keys) + list(family.sums)).select(list(family.keys + family.sums))
+
+
+def _nullable(t: pa.Table) -> pa.Table:
+    if all(f.nullable for f in t.schema):
+        return t
+    return t.cast(pa.schema([f.with_nullable(True) for f in t.schema]))
 
 
 class MergePartials(beam.CombineFn):

@@ -80,9 +80,11 @@ def figure(panel: Panel, data: PanelData) -> tuple[dict, str]:
                 z[ypos[r[yi]]][xpos[r[xi]]] = _chart_value(r[zi])
         traces = [{"type": "heatmap", "x": [_chart_value(v) for v in xs], "y": [_chart_value(v) for v in ys],
                    "z": z, "colorbar": {"title": {"text": _e(panel.unit or "")}}, "hoverongaps": False}]
-        layout["yaxis"]["type"] = "category"
+        layout["yaxis"] = {"type": "category", "automargin": True}  # the unit is on the colorbar
+        layout["showlegend"] = False
         return {"data": traces, "layout": layout}, caption
     groups, total = _series(panel, data)
+    layout["showlegend"] = panel.color is not None  # one unnamed series needs no legend
     if total > len(groups):
         caption = f"showing the {len(groups)} largest of {total} series"
     traces = []

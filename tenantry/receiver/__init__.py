@@ -7,7 +7,10 @@ What it promises:
   been fsynced and renamed into place (:mod:`tenantry.landing`); concurrent requests share
   segments (group commit every ``flush_interval_s`` or ``flush_bytes``);
 - a failed write answers 503 / UNAVAILABLE (retryable), so nothing acknowledged is lost;
-- segments always hold protobuf ``Export*ServiceRequest`` bytes, whatever the request encoding;
+- raw segments (the default) hold protobuf ``Export*ServiceRequest`` bytes, whatever the request
+  encoding; with ``chain=`` (``tenantry collect --process``) each flush is decoded, run through the
+  processors (samplers excepted) and landed as one normalized segment instead
+  (:mod:`tenantry.receiver.process`), falling back to a raw segment rather than losing a request;
 - bodies are bounded before and after decompression (413 / RESOURCE_EXHAUSTED);
 - it listens on loopback only unless ``allow_remote=True``.
 
@@ -23,11 +26,13 @@ from tenantry.receiver.errors import (
     ReceiverOverloaded,
     UnsupportedMediaType,
 )
+from tenantry.receiver.process import ChainLander
 from tenantry.receiver.server import Receiver
 from tenantry.receiver.writer import GroupCommitWriter
 
 __all__ = [
     "BodyTooLarge",
+    "ChainLander",
     "GroupCommitWriter",
     "LandingWriteError",
     "Receiver",

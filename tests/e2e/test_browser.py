@@ -131,7 +131,7 @@ def test_the_range_picker_reloads_with_the_new_range(browser, server):
     page, errors = open_page(browser, server + "/dashboards/overview?range=30d&period=day")
     with page.expect_navigation():
         page.select_option("#pick-range", "24h")
-    assert "range=24h" in page.url and "time range 24h" not in page.content() or True
+    assert "range=24h" in page.url
     assert page.locator("#pick-range").input_value() == "24h"
     assert errors == []
 

@@ -68,9 +68,17 @@ def test_a_normalized_segment_round_trips_every_table_and_its_metadata(tmp_path)
     assert landing.list_normalized_segments(tmp_path) == [path] and landing.list_segments(tmp_path) == []
 
 
+def test_the_metadata_alone_can_be_read_to_plan_a_run(tmp_path):
+    path = landing.write_normalized_segment(tmp_path, {"spans": spans(3)}, "sha256:abc")
+    assert landing.normalized_segment_metadata(path) == landing.read_normalized_segment(path)[1]
+    with pytest.raises(landing.NormalizedSegmentError, match="not a normalized segment"):
+        landing.normalized_segment_metadata(landing.write_segment(tmp_path, [("traces", b"")]))
+
+
 def test_iterating_a_normalized_segment_gives_table_rows_metadata_chunks(tmp_path):
     path = landing.write_normalized_segment(tmp_path, {"spans": spans(2), "quarantine": quarantine(1)}, "d")
-    got = {(t, data.num_rows, meta[landing.META_PROCESSED_BY]) for t, data, meta in landing.iter_normalized_segment(path)}
+    chunks = landing.iter_normalized_segment(path)
+    got = {(t, data.num_rows, meta[landing.META_PROCESSED_BY]) for t, data, meta in chunks}
     assert got == {("spans", 2, "d"), ("quarantine", 1, "d")}
 
 

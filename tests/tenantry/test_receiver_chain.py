@@ -3,6 +3,7 @@ httpx against a real receiver; what lands is normalized, processed, accounted fo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -10,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import httpx
 import pyarrow as pa
 import pytest
@@ -166,9 +166,16 @@ def mixed_requests(n: int) -> list[tuple[str, bytes]]:
 
 def test_accounting_holds_per_table_records_in_equal_kept_plus_quarantined(tmp_path):
     requests = mixed_requests(30)
-    with receiver(tmp_path, flush_interval_s=0.2) as r, httpx.Client() as client:
-        for signal, body in requests:
-            assert client.post(f"http://127.0.0.1:{r.http_port}/v1/{signal}", content=body, headers=PB).status_code == 200
+
+    async def send_all(port: int) -> list[int]:  # concurrently, so flushes mix signals and tenants
+        async with httpx.AsyncClient() as client:
+            answers = await asyncio.gather(*(client.post(f"http://127.0.0.1:{port}/v1/{signal}", content=body,
+                                                         headers=PB) for signal, body in requests))
+        return [a.status_code for a in answers]
+
+    with receiver(tmp_path, flush_interval_s=0.05) as r:
+        assert asyncio.run(send_all(r.http_port)) == [200] * len(requests)
+    assert r.stats()["normalized_segments_written"] < len(requests)
     sent = {"spans": sum(i % 7 + 1 for i in range(30)), "metric_points": sum(i % 5 + 1 for i in range(30))}
     totals: dict[str, dict[str, int]] = {}
     for seg in landing.list_normalized_segments(tmp_path):
@@ -269,7 +276,8 @@ def test_a_receiver_killed_mid_flush_acknowledged_nothing_and_left_no_visible_fi
         "from tenantry.receiver import Receiver\n"
         "from collector_processors.registry import build_chain\n"
         "landing.os.rename = lambda a, b: os._exit(9)  # die between fsync and rename\n"
-        f"r = Receiver(sys.argv[1], http_listen='127.0.0.1:0', grpc_listen=None, chain=build_chain(Config(processors={PROCESSORS!r})))\n"
+        f"chain = build_chain(Config(processors={PROCESSORS!r}))\n"
+        "r = Receiver(sys.argv[1], http_listen='127.0.0.1:0', grpc_listen=None, chain=chain)\n"
         "r.start(); print(r.http_port, flush=True); sys.stdin.read()\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, stdin=subprocess.PIPE,

@@ -1,0 +1,191 @@
+"""Batch pipeline throughput: spans/s end to end, next to two baselines measured in the same run.
+
+    python benchmarks/batch_throughput.py [--spans 1000000 10000000] [--tenants 1000] [--pb-spans 1000000]
+
+For each N it generates N synthetic spans over M tenants as Parquet (the landed Arrow/Parquet
+path), then measures, each in a fresh subprocess (so peak RSS is the run's own):
+
+- tenantry: ``run_batch`` (Beam in-process runner; processors, SRE/security/coverage partials,
+  usage derivation, lake writes, ledger, commit) from the Parquet files;
+- near-limit baseline: DuckDB computing the same tenant_sre_hourly figures (count, errors,
+  quantiles) directly from the same Parquet;
+- per-element baseline: a straightforward Beam pipeline with one element per span (row dicts keyed
+  by hour/tenant/service, combined per key), on min(N, 1M) spans.
+
+It also times the OTLP protobuf path: ``.pb`` request bodies (1000 spans each) → views.
+Figures print as a table with ratios; nothing is asserted (machines here are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FILE_SPANS = 1_000_000
+
+
+def _child(code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON line. Adds the child's peak RSS."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    res["peak_rss_mib"] = max(after, before) / 1024 if after > before else None
+    return res
+
+
+GEN = """
+import sys, json, pyarrow.parquet as pq
+from tenantry import synthetic
+n, tenants, seed, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+pq.write_table(synthetic.spans(n, tenants=tenants, seed=seed), path, row_group_size=131072)
+print(json.dumps({}))
+"""
+
+TENANTRY = """
+import sys, json, time, glob
+from pipelines.batch import run_batch
+t = time.perf_counter()
+r = run_batch(sorted(glob.glob(sys.argv[1] + '/*.parquet')) or [sys.argv[1]], sys.argv[2])
+print(json.dumps({"seconds": time.perf_counter() - t, "spans": r.rows.get("spans", 0)}))
+"""
+
+DUCKDB = """
+import sys, json, time, duckdb
+con = duckdb.connect()
+t = time.perf_counter()
+rows = con.execute(f'''
+  select date_trunc('hour', start_time) as hour, tenant_id, service_name, count(*) as requests,
+         count(*) filter (where status_code = 'error') as errors,
+         quantile_cont(duration_ms, [0.5, 0.95, 0.99]) as q
+  from read_parquet('{sys.argv[1]}/*.parquet') where kind in ('server', 'consumer') group by all''').fetchall()
+print(json.dumps({"seconds": time.perf_counter() - t, "groups": len(rows)}))
+"""
+
+PER_ELEMENT = """
+import sys, json, time, glob
+import apache_beam as beam, numpy as np, pyarrow.parquet as pq
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+limit = int(sys.argv[2])
+def rows():
+    n = 0
+    for f in sorted(glob.glob(sys.argv[1] + '/*.parquet')):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=65536, columns=[
+                'tenant_id', 'service_name', 'kind', 'status_code', 'start_time', 'duration_ms']):
+            for r in batch.cast(batch.schema.set(4, batch.schema.field(4).with_type(__import__('pyarrow').int64()))).to_pylist():
+                if n >= limit: return
+                n += 1
+                yield r
+class Stats(beam.CombineFn):
+    def create_accumulator(self): return [0, 0, []]
+    def add_input(self, a, r):
+        a[0] += 1; a[1] += r['status_code'] == 'error'; a[2].append(r['duration_ms']); return a
+    def merge_accumulators(self, accs):
+        out = [0, 0, []]
+        for a in accs: out[0] += a[0]; out[1] += a[1]; out[2] += a[2]
+        return out
+    def extract_output(self, a): return (a[0], a[1], list(np.percentile(a[2], [50, 95, 99])))
+data = list(rows())
+t = time.perf_counter()
+with beam.Pipeline(runner=FnApiRunner()) as p:
+    (p | beam.Create(data, reshuffle=False)
+       | beam.Filter(lambda r: r['kind'] in ('server', 'consumer'))
+       | beam.Map(lambda r: ((r['start_time'] // 3_600_000_000_000, r['tenant_id'], r['service_name']), r))
+       | beam.CombinePerKey(Stats()) | beam.Map(lambda kv: None))
+print(json.dumps({"seconds": time.perf_counter() - t, "spans": len(data)}))
+"""
+
+PB_GEN = """
+import sys, json, random, os
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+import time
+n, out = int(sys.argv[1]), sys.argv[2]
+rng = random.Random(1)
+kv = lambda k, v: KeyValue(key=k, value=AnyValue(string_value=v))
+base = (time.time_ns() // 86_400_000_000_000 - 1) * 86_400_000_000_000
+per_req = 1000
+for r in range(n // per_req):
+    spans = []
+    for i in range(per_req):
+        s = base + rng.randrange(86_400 * 10**9)
+        attrs = [kv('tenant.id', f't{rng.randrange(1000):05d}'), kv('http.route', rng.choice(['/a', '/b', '/c'])),
+                 kv('http.request.method', 'GET'), kv('user.id', f'u{rng.randrange(10000)}')]
+        attrs += [kv(f'attr.{j}', f'value-{rng.randrange(100)}') for j in range(6)]
+        spans.append(Span(trace_id=rng.randbytes(16), span_id=rng.randbytes(8), name='GET /x',
+                          kind=Span.SPAN_KIND_SERVER, start_time_unix_nano=s,
+                          end_time_unix_nano=s + rng.randrange(1, 100) * 10**6, attributes=attrs,
+                          status=Status(code=2 if rng.random() < 0.02 else 0)))
+    req = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource={'attributes': [kv('service.name', rng.choice(['api', 'search']))]},
+        scope_spans=[ScopeSpans(spans=spans)])])
+    with open(os.path.join(out, f'traces-{r:05d}.pb'), 'wb') as f:
+        f.write(req.SerializeToString())
+print(json.dumps({}))
+"""
+
+
+def measure(n: int, tenants: int, work: Path) -> dict:
+    data = work / f"spans-{n}"
+    data.mkdir()
+    for i in range(0, n, FILE_SPANS):
+        _child(GEN, str(min(FILE_SPANS, n - i)), str(tenants), str(i // FILE_SPANS), str(data / f"spans-{i:09d}.parquet"))
+    res = {"n": n}
+    res["tenantry"] = _child(TENANTRY, str(data), str(work / f"wh-{n}"))
+    res["duckdb"] = _child(DUCKDB, str(data))
+    res["per_element"] = _child(PER_ELEMENT, str(data), str(min(n, 1_000_000)))
+    shutil.rmtree(data)
+    shutil.rmtree(work / f"wh-{n}")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spans", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    ap.add_argument("--tenants", type=int, default=1000)
+    ap.add_argument("--pb-spans", type=int, default=1_000_000)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tenantry-bench-"))
+    print(f"load average at start: {open('/proc/loadavg').read().split()[:3]}")
+    try:
+        rows = []
+        for n in args.spans:
+            r = measure(n, args.tenants, work)
+            t, d, e = r["tenantry"], r["duckdb"], r["per_element"]
+            rate = n / t["seconds"]
+            rows.append((f"{n:,} spans (Parquet)", f"{rate:,.0f}", f"{n / d['seconds']:,.0f}",
+                         f"{e['spans'] / e['seconds']:,.0f}", f"{rate / (n / d['seconds']):.2f}x",
+                         f"{rate / (e['spans'] / e['seconds']):.1f}x", f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
+        pb = work / "pb"
+        pb.mkdir()
+        _child(PB_GEN, str(args.pb_spans), str(pb))
+        t = _child(TENANTRY, str(pb), str(work / "wh-pb"))
+        rows.append((f"{args.pb_spans:,} spans (.pb OTLP)", f"{args.pb_spans / t['seconds']:,.0f}", "", "", "", "",
+                     f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
+        head = ("input", "tenantry spans/s", "DuckDB SQL spans/s", "per-element Beam spans/s",
+                "tenantry / DuckDB", "tenantry / per-element", "tenantry peak RSS MiB")
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+        for line in (head, *rows):
+            print("  ".join(str(x).rjust(w) for x, w in zip(line, widths)))
+        print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
