@@ -47,6 +47,8 @@ from tenantry import schemas
 _TIME = {"spans": "start_time", "logs": "time", "metric_points": "time", "usage_events": "time"}
 _MAP = {"spans": "attributes", "logs": "attributes", "metric_points": "attributes", "usage_events": "dimensions"}
 Table = Literal["spans", "logs", "metric_points", "usage_events"]
+#: (group, value) spaces up to this many slots are marked in a dense array (1 + 4 bytes a slot)
+_DENSE_MAX = 1 << 24
 
 
 class LimitCardinalityOptions(Options):
@@ -184,11 +186,9 @@ class LimitCardinality(Processor):
             groups, n_g = groups.to_numpy(zero_copy_only=False), len(groups)
         else:
             groups = np.arange(n_g, dtype=np.int64)
-        # distinct (group, value) in order of first appearance: the order new values are admitted in
-        ccode, combos = maps.encode(pa.array(gcode * n_v + vcode))
-        combos = combos.to_numpy(zero_copy_only=False)
+        ccode, combos, first_of = _distinct(gcode * n_v + vcode, n_g * n_v)
         admitted = self._admit(
-            combos // n_v, combos % n_v, groups, n_g, (n_t, n_k, n_v), wuniq, tnames, kdict, vdict
+            combos // n_v, combos % n_v, groups, n_g, (n_t, n_k, n_v), wuniq, tnames, kdict, vdict, first_of
         )[ccode]
         if admitted.all():
             return None, None
@@ -202,9 +202,9 @@ class LimitCardinality(Processor):
         tenant_of_over = pa.array(tnames, pa.string()).take(pa.array(tcode[~admitted]))
         return new_col, tenant_of_over
 
-    def _admit(self, cg, cv, groups, n_g, sizes, wuniq, tnames, kdict, vdict) -> np.ndarray:
-        """Per distinct (group, value), given in order of arrival: admitted? New values fill each
-        group in order of arrival."""
+    def _admit(self, cg, cv, groups, n_g, sizes, wuniq, tnames, kdict, vdict, first_of) -> np.ndarray:
+        """Per distinct (group, value): admitted? New values fill each group in order of arrival
+        (``first_of(combos)``: the position of each combination's first entry)."""
         n_t, n_k, n_v = sizes
         w = groups[cg] // (n_t * n_k)
         knames = kdict.to_pylist()
@@ -228,6 +228,8 @@ class LimitCardinality(Processor):
                 # only groups with room left need a rank: new values in order of arrival
                 has_room = room[ginv_new] > 0
                 new, ginv_new = new[has_room], ginv_new[has_room]
+                order = np.argsort(first_of(sel[new]), kind="stable")
+                new, ginv_new = new[order], ginv_new[order]
                 take = _rank_within(ginv_new, len(guniq)) < room[ginv_new]
                 if take.any():
                     taken = new[take]
@@ -253,6 +255,35 @@ class LimitCardinality(Processor):
                 del self._state[w]
         # a late window older than every retained one gets a throw-away state
         return self._state.get(window) or _Window()
+
+
+def _distinct(combo: np.ndarray, size: int):
+    """(code per entry, distinct combinations, first_of) for ``combo`` values in ``[0, size)``.
+
+    ``first_of(codes)`` gives the position of the first entry of each of those combinations. A
+    small space is marked in a dense array (no hashing: several times faster); a large one is
+    hashed, and then codes already follow first appearance.
+    """
+    if size <= _DENSE_MAX:
+        present = np.zeros(size, dtype=bool)
+        present[combo] = True
+        combos = np.flatnonzero(present)
+        where = np.empty(size, dtype=np.int32)
+        where[combos] = np.arange(len(combos), dtype=np.int32)
+        code = where[combo]
+
+        def first_of(which: np.ndarray) -> np.ndarray:
+            if not len(which):
+                return np.zeros(0, np.int64)
+            wanted = np.zeros(len(combos), dtype=bool)
+            wanted[which] = True
+            entries = np.flatnonzero(wanted[code])
+            found, first = np.unique(code[entries], return_index=True)
+            return entries[first][np.searchsorted(found, which)]
+
+        return code, combos, first_of
+    code, combos = maps.encode(pa.array(combo))
+    return code, combos.to_numpy(zero_copy_only=False), lambda which: which
 
 
 def _rank_within(group: np.ndarray, n_groups: int) -> np.ndarray:

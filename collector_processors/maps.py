@@ -43,10 +43,12 @@ class MapEntries:
     @classmethod
     def of(cls, column: pa.Array | pa.ChunkedArray) -> "MapEntries":
         """Flatten ``column`` (a map array or chunked array; slices are handled)."""
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks() if column.num_chunks else pa.array([], column.type)
+        column = flat(column)
         n = len(column)
-        row_null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        if column.null_count:
+            row_null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        else:
+            row_null = np.zeros(n, dtype=bool)
         offsets = np.asarray(column.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
         start, end = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
         lengths = np.diff(offsets)
@@ -331,6 +333,8 @@ def lookup(column: pa.Array | pa.ChunkedArray, key: str) -> pa.Array:
 def flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     """One contiguous array from a chunked one (an empty array when it has no chunks)."""
     if isinstance(arr, pa.ChunkedArray):
+        if arr.num_chunks == 1:  # combine_chunks would copy even a single chunk
+            return arr.chunk(0)
         return arr.combine_chunks() if arr.num_chunks else pa.array([], arr.type)
     return arr
 

@@ -44,8 +44,6 @@ from collector_processors.base import Processor, Result
 from collector_processors.options import Options
 from tenantry import schemas
 
-_NIBBLE = np.full(256, 0xFF, dtype=np.uint8)
-_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
 _TWO_56 = float(1 << 56)
 
 
@@ -159,13 +157,19 @@ def trace_hash(trace_id: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nda
         digits = data[offsets[0] : offsets[0] + 32 * n].reshape(n, 32)
     else:
         digits = data[offsets[rows][:, None] + np.arange(32)]
-    nib = _NIBBLE[digits]  # 0-15 for a hex digit, 0xFF for anything else
-    hexes = ~(np.ascontiguousarray(nib).view(np.uint64) & np.uint64(0xF0F0F0F0F0F0F0F0)).any(axis=1)
+    # byte arithmetic rather than a 256-entry lookup table: a few passes over contiguous memory
+    dec = digits - np.uint8(48)  # '0'..'9' -> 0..9 (others wrap around to >= 10)
+    alpha = digits - np.uint8(87)  # 'a'..'f' -> 10..15
+    is_dec = dec < 10
+    is_hex = is_dec | ((alpha >= 10) & (alpha < 16))
+    hexes = is_hex.view(np.uint64).reshape(len(rows), 4).min(axis=1) == 0x0101010101010101
     if not hexes.all():
         ok[rows[~hexes]] = False
-        rows, nib = rows[hexes], nib[hexes]
+        rows = rows[hexes]
+        dec, alpha, is_dec = dec[hexes], alpha[hexes], is_dec[hexes]
     # the last 14 hex digits = 7 bytes = 56 bits, read as one big-endian integer
+    nib = np.where(is_dec[:, 18:], dec[:, 18:], alpha[:, 18:])
     packed = np.zeros((len(rows), 8), dtype=np.uint8)
-    packed[:, 1:] = (nib[:, 18::2] << 4) | nib[:, 19::2]
+    packed[:, 1:] = (nib[:, 0::2] << 4) | nib[:, 1::2]
     h[rows] = packed.view(">u8").ravel()
     return h, ok

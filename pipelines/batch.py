@@ -37,6 +37,7 @@ from pipelines.transforms.usage import DeriveUsage
 from tenantry import config as tconfig
 from tenantry import ledger, security, slo
 from tenantry import meters as meters_lib
+from tenantry.cost import rules as cost_rules
 from tenantry.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
         | "Reshuffle" >> beam.Reshuffle()
         | "Decode" >> beam.FlatMap(io.read_task, batch_rows)
     )
-    processed = chunks | "ApplyProcessors" >> ApplyProcessors(main_chain, "process")
+    from tenantry.landing import chain_digest
+
+    processed = chunks | "ApplyProcessors" >> ApplyProcessors(main_chain, "process", digest=chain_digest(chain))
     kept = processed["kept"]
     sre = kept | "Sre" >> SrePartials()
     security = kept | "Security" >> SecurityPartials(security_settings)
@@ -160,6 +163,7 @@ def check_config(cfg: tconfig.Config) -> tuple[Processor, object]:
     slo.plan_slas(cfg)
     meters_lib.compile_meters(cfg.meters)
     ledger.settings(cfg)
+    cost_rules.from_config(cfg)
     return chain, sec
 
 

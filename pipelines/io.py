@@ -28,7 +28,11 @@ import pyarrow.parquet as pq
 from tenantry import schemas
 
 OTLP_SUFFIXES = (".json", ".jsonl", ".pb")
-SUPPORTED = "seg-*.arrow, *.json, *.jsonl, *.pb (optionally .gz) and *.parquet of a normalized table"
+SUPPORTED = "seg-*.arrow and nseg-*.arrow (landing), *.json, *.jsonl, *.pb (optionally .gz) and *.parquet of a normalized table"
+
+
+#: schema metadata key on chunks that a receiver already ran the processor chain over
+PROCESSED_BY = b"tenantry.processed_by"
 
 
 class InputError(ValueError):
@@ -80,6 +84,8 @@ def _classify(path: Path) -> InputFile | None:
     base = name[:-3] if name.endswith(".gz") else name
     if name.startswith("seg-") and name.endswith(".arrow"):
         return InputFile(str(path), f"seg:{name}", "segment")
+    if name.startswith("nseg-") and name.endswith(".arrow"):
+        return InputFile(str(path), f"nseg:{name}", "normalized")
     if base.endswith(OTLP_SUFFIXES):
         return InputFile(str(path), _content_id(path), "otlp")
     if name.endswith(".parquet"):
@@ -138,6 +144,17 @@ def read_task(task: ReadTask, batch_rows: int) -> Iterator[tuple[str, str, pa.Ta
             "ingest_batch", pa.array([inp.ingest_id] * data.num_rows, pa.string())
         ) if "ingest_batch" not in data.column_names else data
         yield inp.table, f"{inp.ingest_id}-rg{task.row_group}", schemas.conform(inp.table, data)
+        return
+
+    if inp.kind == "normalized":
+        # already decoded (and processed) by `tenantry collect --process`; the chain digest rides
+        # along in the schema metadata so the pipeline can tell whether to process it again
+        from tenantry import landing
+
+        for table, data, meta in landing.iter_normalized_segment(inp.path):
+            digest = meta.get("tenantry.processed_by", "")
+            data = data.replace_schema_metadata({**(data.schema.metadata or {}), PROCESSED_BY: digest.encode()})
+            yield table, f"{inp.ingest_id}-{table}", data
         return
 
     from tenantry import otlp  # decoding is only needed for OTLP inputs

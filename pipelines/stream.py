@@ -63,10 +63,13 @@ class StreamStats:
 def _pending(landing: Path, committed: set[str], max_segments: int) -> list[io.InputFile]:
     """Committed-but-unprocessed segments, oldest first, at most ``max_segments``."""
     out = []
-    for path in landing_lib.list_segments(landing):
-        ingest_id = f"seg:{path.name}"
+    raw = [(p, "seg", "segment") for p in landing_lib.list_segments(landing)]
+    normalized = [(p, "nseg", "normalized") for p in landing_lib.list_normalized_segments(landing)]
+    # both kinds of segment names start with their UTC receive time: oldest first across kinds
+    for path, prefix, kind in sorted(raw + normalized, key=lambda x: x[0].name.split("-", 1)[1]):
+        ingest_id = f"{prefix}:{path.name}"
         if ingest_id not in committed:
-            out.append(io.InputFile(str(path), ingest_id, "segment"))
+            out.append(io.InputFile(str(path), ingest_id, kind))
             if len(out) >= max_segments:
                 break
     return out

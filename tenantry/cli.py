@@ -65,19 +65,34 @@ def _hostport(value: str, option: str) -> tuple[str, int]:
               help="Largest request accepted, also after decompression.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="tenantry.yaml")
 @click.option("--allow-remote", is_flag=True, help="Allow listening on a non-loopback address.")
-def collect(listen, grpc_listen, landing, max_body_bytes, config_path, allow_remote):
+@click.option("--process", is_flag=True,
+              help="Run the configured processors (all but sample) before landing: normalized segments, "
+                   "personal data redacted before it touches disk. Default: raw segments (fastest).")
+def collect(listen, grpc_listen, landing, max_body_bytes, config_path, allow_remote, process):
     """Run the OTLP receiver (HTTP and gRPC) and land what it accepts durably."""
     from tenantry.receiver import Receiver
 
-    _load_config(config_path)  # fail at start-up on a bad config
+    cfg = _load_config(config_path)  # fail at start-up on a bad config
+    chain = None
+    if process:
+        from collector_processors.base import ProcessorConfigError
+        from collector_processors.registry import build_chain
+
+        try:
+            chain = build_chain(cfg)
+        except ProcessorConfigError as e:
+            raise click.ClickException(f"{config_path or 'processors'}: {e}") from None
     _hostport(listen, "--listen")
     grpc = None if grpc_listen == "off" else grpc_listen
     if grpc:
         _hostport(grpc, "--grpc-listen")
     rec = Receiver(Path(landing), http_listen=listen, grpc_listen=grpc, max_body_bytes=max_body_bytes,
-                   allow_remote=allow_remote)
+                   allow_remote=allow_remote, chain=chain)
     click.echo(f"tenantry collect: landing in {landing}; OTLP/HTTP on {listen}"
                + (f", OTLP/gRPC on {grpc}" if grpc else "") + " (Ctrl-C to stop)")
+    if rec.lander is not None:
+        click.echo(f"processing with {', '.join(p.name for p in rec.lander.chain) or 'no processors'}"
+                   + (f"; left to the pipeline: {', '.join(rec.lander.deferred)}" if rec.lander.deferred else ""))
     rec.serve_forever()
 
 
@@ -222,21 +237,15 @@ def dashboard() -> None:
     """Build dashboards from dashboards/ definitions."""
 
 
-@dashboard.command("build")
-@click.option("--warehouse", required=True, type=click.Path(file_okay=False), help="Warehouse folder.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the HTML pages.")
-@click.option("--tenant", help="Only this tenant's pages, with only its data.")
-def dashboard_build(warehouse, out, tenant):
-    """Write self-contained HTML dashboards (charts work offline) and an index page."""
-    from tenantry import dashboards
-    from tenantry.warehouse import WarehouseError
+def _register_dashboard_commands() -> None:
+    from tenantry.dashboards.cli import build_command, check_command, serve_command
 
-    try:
-        pages = dashboards.build(warehouse, out, tenant=tenant)
-    except (WarehouseError, dashboards.DashboardError) as e:
-        raise click.ClickException(str(e)) from None
-    for p in pages:
-        click.echo(str(p))
+    dashboard.add_command(build_command, "build")
+    dashboard.add_command(check_command, "check")
+    dashboard.add_command(serve_command, "serve")
+
+
+_register_dashboard_commands()
 
 
 # -- demo ---------------------------------------------------------------------------------------
@@ -267,9 +276,10 @@ def _register_feature_commands() -> None:
     """Commands that live with their feature's package (each module is a thin click layer)."""
     from tenantry.alerts_cli import alerts
     from tenantry.billing.cli import COMMANDS as billing_commands
+    from tenantry.cost.cli import cost
     from tenantry.ledger.cli import ledger
 
-    for cmd in (alerts, ledger, *billing_commands):
+    for cmd in (alerts, ledger, cost, *billing_commands):
         main.add_command(cmd)
 
 

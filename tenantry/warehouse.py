@@ -265,4 +265,6 @@ class Warehouse:
                 f"{self.root}: no warehouse here (no {DB_NAME}); run `tenantry run batch --input ... "
                 f"--warehouse {self.root}` first"
             )
-        return duckdb.connect(str(self.db_path), read_only=read_only)
+        con = duckdb.connect(str(self.db_path), read_only=read_only)
+        con.execute("set TimeZone = 'UTC'")  # hours and days bucket the same on every machine
+        return con

@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from collector_processors.base import Chain, Processor, stats_table
+from pipelines.io import PROCESSED_BY
 
 QUARANTINE = "quarantine"
 STATS = "processor_stats"
@@ -38,13 +39,24 @@ class _ProcessFn(beam.DoFn):
     ``sampled_out.<table>``; the lake writer counts ``kept.<table>``. The run report checks
     ``in = kept + quarantined + sampled_out`` per table from them."""
 
-    def __init__(self, chain: Processor, step: str, count_input: bool):
+    def __init__(self, chain: Processor, step: str, count_input: bool, digest: str | None = None):
         self.chain = chain
         self.step = step
         self.count_input = count_input
+        self.digest = digest.encode() if digest else None
 
     def process(self, chunk):
         table, part, data = chunk
+        if table == STATS:  # counters a receiver computed while processing
+            yield beam.pvalue.TaggedOutput(STATS, data)
+            return
+        meta = data.schema.metadata or {}
+        if self.digest is not None and meta.get(PROCESSED_BY) == self.digest and table != QUARANTINE:
+            # the receiver ran this very chain (samplers aside) before landing: don't run it twice
+            if self.count_input:
+                _counter("in", table).inc(data.num_rows)
+            yield (table, part, data)
+            return
         if table == QUARANTINE:  # rejected while decoding: straight to the lake
             if self.count_input:
                 for t, n in _per_table(data).items():
@@ -75,14 +87,16 @@ def _per_table(quarantined) -> dict:
 class ApplyProcessors(beam.PTransform):
     """Chunks in → {"kept": chunks, "quarantine": chunks, "processor_stats": tables}."""
 
-    def __init__(self, chain: Processor, step: str = "process", count_input: bool = True):
+    def __init__(self, chain: Processor, step: str = "process", count_input: bool = True,
+                 digest: str | None = None):
         super().__init__()
         self.chain = chain
         self.step = step
         self.count_input = count_input
+        self.digest = digest
 
     def expand(self, chunks):
-        out = chunks | "Process" >> beam.ParDo(_ProcessFn(self.chain, self.step, self.count_input)).with_outputs(
+        out = chunks | "Process" >> beam.ParDo(_ProcessFn(self.chain, self.step, self.count_input, self.digest)).with_outputs(
             QUARANTINE, STATS, main="kept"
         )
         return {"kept": out.kept, QUARANTINE: out[QUARANTINE], STATS: out[STATS]}

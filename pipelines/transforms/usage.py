@@ -9,6 +9,7 @@ meter cannot bill (negative, non-finite, too large) become quarantine rows, neve
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from tenantry import meters as meters_lib
 
@@ -24,6 +25,10 @@ class _DeriveFn:
         if table not in DERIVED_FROM or not self.meters:
             return
         out = meters_lib.derive(table, data, self.meters)
+        # derived rows enter the usage_events accounting here: in = kept + quarantined
+        Metrics.counter("tenantry", "in.usage_events").inc(out.usage.num_rows + out.quarantined.num_rows)
+        if out.quarantined.num_rows:
+            Metrics.counter("tenantry", "quarantined.usage_events").inc(out.quarantined.num_rows)
         if out.usage.num_rows:
             yield "usage_events", f"{part}-derived", out.usage
         if out.quarantined.num_rows:

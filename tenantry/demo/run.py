@@ -10,6 +10,7 @@ Everything goes under one folder, so each step can be re-run by hand::
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def run(directory: Path, n_requests: int = 600) -> dict:
     landing, warehouse, dash = directory / "landing", directory / "warehouse", directory / "dashboards"
     results: dict = {}
     started = time.monotonic()
-    steps = ["receiver", "sample app", "rogue client", "flush", "batch pipeline", "billing", "dashboards"]
+    steps = ["receiver", "sample app", "rogue client", "flush", "batch pipeline", "cost", "billing", "dashboards"]
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
         task = progress.add_task("starting the OTLP receiver", total=len(steps))
@@ -69,6 +70,13 @@ def run(directory: Path, n_requests: int = 600) -> dict:
         progress.update(task, advance=1, description="batch pipeline (Beam, in-process)")
         report = run_batch([landing], warehouse, cfg)
         results["report"] = report
+        progress.update(task, advance=1, description="cloud cost: a FOCUS file for the demo day, allocated")
+        from tenantry.cost import ingest as cost_ingest
+        from tenantry.cost.demo import write_demo_cost
+
+        day = dt.datetime.now(dt.timezone.utc).date()
+        cost_file = write_demo_cost(directory / "cost" / "focus.csv", day)
+        results["cost"] = cost_ingest(warehouse, [str(cost_file)], cfg)
         progress.update(task, advance=1, description="billing: rate, export to file, reconcile")
         from tenantry.billing import demo as billing_demo
 
@@ -127,6 +135,11 @@ def _summary(directory: Path, warehouse: Path, report, pages, cfg_path: Path, bi
         title="revenue leakage found by reconciliation",
     ))
     console.print("amount at risk: " + (", ".join(f"{t} {a}" for t, a in billing["at_risk"].items()) or "none"))
+    margin = querying.run(
+        str(warehouse),
+        "select tenant_id, revenue, cost, gross_margin, margin_pct from tenant_margin_monthly order by gross_margin",
+    )
+    console.print(clirender.table(margin.columns, margin.rows, title="cost and margin per tenant (this month)"))
     acct = [(t, i, k, qn, s, "ok" if i == k + qn + s else "MISMATCH") for (t, i, k, qn, s) in report.accounting]
     console.print(clirender.table(["table", "in", "kept", "quarantined", "sampled out", "balanced"], acct,
                                   title="accounting: in = kept + quarantined + sampled out"))

@@ -44,7 +44,7 @@ def test_loopback_addresses_are_accepted(tmp_path, addr):
     ({"http_listen": None, "grpc_listen": None}, "enable at least one"),
     ({"max_body_bytes": 0}, "max_body_bytes must be positive"),
     ({"flush_interval_s": -1}, "flush_interval_s must be positive"),
-    ({"chain": object()}, "not implemented yet"),
+    ({"chain": object()}, "expected a collector_processors Processor"),
 ])
 def test_bad_settings_fail_at_construction_with_a_message(tmp_path, kwargs, match):
     with pytest.raises(ReceiverConfigError, match=match):
