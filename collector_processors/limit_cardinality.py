@@ -143,7 +143,7 @@ class LimitCardinality(Processor):
             new_col, overflowed = self._limit(batch, table, col, views)
             if overflowed is not None:
                 batch = batch.set_column(batch.schema.get_field_index(col), col, new_col)
-                for t, n in _value_counts(overflowed):
+                for t, n in overflowed:
                     stats[(t, self.name, base.OVERFLOWED)] += n
         stats.update(base.count_by_tenant(batch, self.name, base.KEPT, views))
         return Result(batch, schemas.empty("quarantine"), stats)
@@ -199,8 +199,8 @@ class LimitCardinality(Processor):
         new_col, new_entries = e.derive(new_values, changed=over_idx, changed_to=schemas.OVERFLOW)
         if views is not None:
             views.put(new_col, new_entries)
-        tenant_of_over = pa.array(tnames, pa.string()).take(pa.array(tcode[~admitted]))
-        return new_col, tenant_of_over
+        per_tenant = np.bincount(tcode[~admitted], minlength=len(tnames))
+        return new_col, [(tnames[i], int(per_tenant[i])) for i in np.flatnonzero(per_tenant)]
 
     def _admit(self, cg, cv, groups, n_g, sizes, wuniq, tnames, kdict, vdict, first_of) -> np.ndarray:
         """Per distinct (group, value): admitted? New values fill each group in order of arrival
@@ -296,9 +296,3 @@ def _rank_within(group: np.ndarray, n_groups: int) -> np.ndarray:
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order)) - starts
     return rank
-
-
-def _value_counts(arr) -> list[tuple[str, int]]:
-    if len(arr) == 0:
-        return []
-    return [(v["values"], v["counts"]) for v in pc.value_counts(arr).to_pylist()]
