@@ -158,18 +158,20 @@ def trace_hash(trace_id: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.nda
     else:
         digits = data[offsets[rows][:, None] + np.arange(32)]
     # byte arithmetic rather than a 256-entry lookup table: a few passes over contiguous memory
-    dec = digits - np.uint8(48)  # '0'..'9' -> 0..9 (others wrap around to >= 10)
-    alpha = digits - np.uint8(87)  # 'a'..'f' -> 10..15
+    dec = digits - np.uint8(48)  # '0'..'9' -> 0..9 (anything else wraps around to >= 10)
     is_dec = dec < 10
-    is_hex = is_dec | ((alpha >= 10) & (alpha < 16))
-    hexes = is_hex.view(np.uint64).reshape(len(rows), 4).min(axis=1) == 0x0101010101010101
-    if not hexes.all():
-        ok[rows[~hexes]] = False
-        rows = rows[hexes]
-        dec, alpha, is_dec = dec[hexes], alpha[hexes], is_dec[hexes]
+    is_hex = is_dec | (digits - np.uint8(97) < 6)  # or 'a'..'f'
+    q = is_hex.view(np.uint64).reshape(len(rows), 4)
+    hexes = (q[:, 0] & q[:, 1] & q[:, 2] & q[:, 3]) == 0x0101010101010101
     # the last 14 hex digits = 7 bytes = 56 bits, read as one big-endian integer
-    nib = np.where(is_dec[:, 18:], dec[:, 18:], alpha[:, 18:])
+    tail = digits[:, 18:]
+    nib = np.where(is_dec[:, 18:], dec[:, 18:], tail - np.uint8(87))
     packed = np.zeros((len(rows), 8), dtype=np.uint8)
     packed[:, 1:] = (nib[:, 0::2] << 4) | nib[:, 1::2]
-    h[rows] = packed.view(">u8").ravel()
+    value = packed.view(">u8").ravel()
+    if hexes.all():
+        h[rows] = value
+    else:
+        ok[rows[~hexes]] = False
+        h[rows[hexes]] = value[hexes]
     return h, ok

@@ -28,8 +28,11 @@ import pyarrow as pa
 from collector_processors.base import Chain, Processor
 from pipelines import io
 from pipelines.options import make_options
+from pipelines.transforms import coverage as coverage_t
+from pipelines.transforms import security as security_t
+from pipelines.transforms import sre as sre_t
 from pipelines.transforms.coverage import CoveragePartials
-from pipelines.transforms.partials import Family, MergePartials
+from pipelines.transforms.partials import Family, MergeFamilies, summing
 from pipelines.transforms.process import QUARANTINE, STATS, ApplyProcessors, split_chain
 from pipelines.transforms.security import SecurityPartials
 from pipelines.transforms.sre import SrePartials
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 PIPELINE_VERSION = "0.1.0"
 STATS_FAMILY = Family("processor_stats", ("table", "tenant_id", "processor", "outcome"), ("count",))
+#: how every aggregate family written by a run merges
+MERGERS = {**sre_t.MERGERS, **security_t.MERGERS, **coverage_t.MERGERS, STATS_FAMILY.table: summing(STATS_FAMILY)}
 
 
 @dataclasses.dataclass
@@ -79,13 +84,14 @@ def build_chain(cfg: tconfig.Config) -> Processor:
 class _AsRunPart:
     """Tag a run-level merged aggregate as a lake part; its lineage (ingest_batch) is the run."""
 
-    def __init__(self, table: str, run_id: str):
-        self.table, self.run_id = table, run_id
+    def __init__(self, run_id: str):
+        self.run_id = run_id
 
-    def __call__(self, data: pa.Table):
+    def __call__(self, pair):
+        table, data = pair
         if "ingest_batch" not in data.column_names:
             data = data.append_column("ingest_batch", pa.repeat(pa.scalar(self.run_id), data.num_rows))
-        return self.table, f"{self.run_id}-agg", data
+        return table, f"{self.run_id}-agg", data
 
 
 def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor, warehouse_root: str,
@@ -102,31 +108,34 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
 
     processed = chunks | "ApplyProcessors" >> ApplyProcessors(main_chain, "process", digest=chain_digest(chain))
     kept = processed["kept"]
-    sre = kept | "Sre" >> SrePartials()
-    security = kept | "Security" >> SecurityPartials(security_settings)
-    coverage = kept | "Coverage" >> CoveragePartials()
     derived = kept | "DeriveUsage" >> DeriveUsage(meters)
     stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
     stats = (
         (processed[STATS], stored[STATS])
         | "FlattenStats" >> beam.Flatten()
-        | "MergeStats" >> beam.CombineGlobally(MergePartials(STATS_FAMILY)).without_defaults()
+        | "TagStats" >> beam.Map(lambda t: (STATS_FAMILY.table, t))
     )
-    aggregates = [
-        *(pcoll | f"Key_{table}" >> beam.Map(_AsRunPart(table, run_id)) for table, pcoll in sre.items()),
-        *(pcoll | f"Key_{table}" >> beam.Map(_AsRunPart(table, run_id)) for table, pcoll in security.items()),
-        coverage | "KeyCoverage" >> beam.Map(_AsRunPart("coverage_partials", run_id)),
-        stats | "KeyStats" >> beam.Map(_AsRunPart("processor_stats", run_id)),
-    ]
+    # every aggregate family, computed per batch and merged per run in one combine
+    aggregates = (
+        (
+            kept | "Sre" >> SrePartials(),
+            kept | "Security" >> SecurityPartials(security_settings),
+            kept | "Coverage" >> CoveragePartials(),
+            stats,
+        )
+        | "FlattenPartials" >> beam.Flatten()
+        | "MergeFamilies" >> MergeFamilies(MERGERS)
+        | "AsRunParts" >> beam.Map(_AsRunPart(run_id))
+    )
     # each output is written by its own step (no Flatten): the runner fuses these writes with
     # the steps that produce them, so big batches are never encoded between stages
     write = io.WriteLakeParts(warehouse_root, run_id)
     outputs = {
-        "WriteSpans": stored["kept"],
+        "WriteRows": stored["kept"],
         "WriteQuarantine": processed[QUARANTINE],
         "WriteSampleQuarantine": stored[QUARANTINE],
         "WriteDerivedUsage": derived,
-        **{f"Write{i}": agg for i, agg in enumerate(aggregates)},
+        "WriteAggregates": aggregates,
     }
     for label, pcoll in outputs.items():
         pcoll | label >> beam.Map(write)

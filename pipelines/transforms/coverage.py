@@ -6,7 +6,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.transforms.partials import Family, MergePartials
+from pipelines.transforms.partials import Family, summing
 from tenantry import schemas
 
 COVERAGE = Family("coverage_partials", ("day", "signal"), ("total", "unattributed"))
@@ -34,12 +34,18 @@ def coverage_partial(table: str, data: pa.Table) -> pa.Table | None:
     )
 
 
+MERGERS = {COVERAGE.table: summing(COVERAGE)}
+
+
+class _CoverageFn:
+    def __call__(self, chunk):
+        part = coverage_partial(chunk[0], chunk[2])
+        if part is not None:
+            yield COVERAGE.table, part
+
+
 class CoveragePartials(beam.PTransform):
-    """Chunks in → one merged coverage partial table per run."""
+    """Chunks in → ``(coverage_partials, partial)`` pairs, one per batch; merge with MergeFamilies."""
 
     def expand(self, chunks):
-        return (
-            chunks
-            | "PartialPerBatch" >> beam.FlatMap(lambda c: [p] if (p := coverage_partial(c[0], c[2])) is not None else [])
-            | "Merge" >> beam.CombineGlobally(MergePartials(COVERAGE)).without_defaults()
-        )
+        return chunks | "PartialPerBatch" >> beam.FlatMap(_CoverageFn())

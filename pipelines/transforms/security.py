@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.transforms.partials import Family, MergePartials
+from pipelines.transforms.partials import Family, summing
 from pipelines.transforms.sre import floor_ns, request_mask
 from tenantry import schemas
 from tenantry.security import SecuritySettings
@@ -190,21 +190,8 @@ def merge_events(tables) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-class _ConcatEvents(beam.CombineFn):
-    """Evidence rows are not summed: a run's rows are concatenated (associative, order-free)."""
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, table):
-        acc.append(table)
-        return acc
-
-    def merge_accumulators(self, accs):
-        return [merge_events([t for acc in accs for t in acc])]
-
-    def extract_output(self, acc):
-        return merge_events(acc)
+#: how the security families' partials merge: counts sum per key, evidence rows concatenate
+MERGERS = {SECURITY_HOURLY.table: summing(SECURITY_HOURLY), EVENTS: merge_events}
 
 
 class _SecurityFn(beam.DoFn):
@@ -217,24 +204,18 @@ class _SecurityFn(beam.DoFn):
             return
         counts, events = security_partials(data, self.settings)
         if counts is not None:
-            yield beam.pvalue.TaggedOutput(SECURITY_HOURLY.table, counts)
+            yield SECURITY_HOURLY.table, counts
         if events is not None:
-            yield beam.pvalue.TaggedOutput(EVENTS, events)
+            yield EVENTS, events
 
 
 class SecurityPartials(beam.PTransform):
-    """Chunks in → {"security_hourly_partials": merged counts, "security_events": evidence} per run."""
+    """Chunks in → ``(family table, partial)`` pairs: ``security_hourly_partials`` counts and
+    ``security_events`` evidence, one per batch; merge with ``MergeFamilies(MERGERS)``."""
 
     def __init__(self, settings: SecuritySettings | None = None):
         super().__init__()
         self.settings = settings or SecuritySettings()
 
     def expand(self, chunks):
-        parts = chunks | "SecurityPerBatch" >> beam.ParDo(_SecurityFn(self.settings)).with_outputs(
-            SECURITY_HOURLY.table, EVENTS
-        )
-        return {
-            SECURITY_HOURLY.table: parts[SECURITY_HOURLY.table]
-            | "MergeSecurity" >> beam.CombineGlobally(MergePartials(SECURITY_HOURLY)).without_defaults(),
-            EVENTS: parts[EVENTS] | "ConcatEvidence" >> beam.CombineGlobally(_ConcatEvents()).without_defaults(),
-        }
+        return chunks | "SecurityPerBatch" >> beam.ParDo(_SecurityFn(self.settings))

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.transforms.partials import Family, MergePartials
+from pipelines.transforms.partials import Family, summing
 from tenantry import schemas, sketch
 
 LADDER_COLUMNS = tuple(f"slow_over_{t}ms" for t in schemas.LATENCY_LADDER_MS)
@@ -149,25 +149,21 @@ class _SrePartialsFn(beam.DoFn):
         if table != "spans":
             return
         for name, part in sre_partials(data).items():
-            yield beam.pvalue.TaggedOutput(name, part)
+            yield name, part
+
+
+#: how each SRE family's partials merge (all are sums per key)
+MERGERS = {f.table: summing(f) for f in FAMILIES}
 
 
 class SrePartials(beam.PTransform):
-    """Chunks in → {lake table: one merged partial table per run} for the four SRE families."""
+    """Chunks in → ``(family table, partial)`` pairs for the four SRE families, one per batch.
+
+    Merge them with :class:`pipelines.transforms.partials.MergeFamilies` (the batch pipeline merges
+    every family in one combine)."""
 
     def expand(self, chunks):
-        names = [f.table for f in FAMILIES]
-        parts = chunks | "PartialPerBatch" >> beam.ParDo(_SrePartialsFn()).with_outputs(*names)
-        labels = {
-            RED_MINUTELY.table: "MergeRedMinutely",
-            LATENCY_OP_HOURLY.table: "MergeLatencyOp",
-            SRE_HOURLY.table: "MergeRed",
-            LATENCY_HOURLY.table: "MergeLatency",
-        }
-        return {
-            f.table: parts[f.table] | labels[f.table] >> beam.CombineGlobally(MergePartials(f)).without_defaults()
-            for f in FAMILIES
-        }
+        return chunks | "PartialPerBatch" >> beam.ParDo(_SrePartialsFn())
 
 
 #: the name pipelines/batch.py wires today; same outputs plus the two new families

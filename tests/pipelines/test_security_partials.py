@@ -8,7 +8,8 @@ import pyarrow.compute as pc
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.transforms.security import EVIDENCE_PER_GROUP, SecurityPartials, attribute_columns, security_partials
+from pipelines.transforms.partials import MergeFamilies
+from pipelines.transforms.security import EVIDENCE_PER_GROUP, MERGERS, SecurityPartials, attribute_columns, security_partials
 from tenantry import schemas
 from tenantry.security import SecuritySettings
 from tests.sql.test_sre_views import T0_NS, make_spans
@@ -87,7 +88,10 @@ def test_empty_batch():
 def test_beam_composite_merges_counts_and_concatenates_evidence():
     spans = make_spans(_rows(4, attrs={"tenant.resource_owner": "b"}) + _rows(4, attrs=_status(401)))
     with beam.Pipeline(runner=FnApiRunner()) as p:
-        out = p | beam.Create([("spans", "p0", spans.slice(0, 5)), ("spans", "p1", spans.slice(5))]) | SecurityPartials()
+        pairs = (p | beam.Create([("spans", "p0", spans.slice(0, 5)), ("spans", "p1", spans.slice(5))])
+                 | SecurityPartials() | MergeFamilies(MERGERS))
+        out = {n: pairs | f"Only{n}" >> beam.Filter(lambda kv, n=n: kv[0] == n) | f"T{n}" >> beam.Map(lambda kv: kv[1])
+               for n in MERGERS}
         counts = out["security_hourly_partials"] | beam.Map(
             lambda t: (t.num_rows, pc.sum(t["cross_tenant_access"]).as_py(), pc.sum(t["auth_failures"]).as_py()))
         assert_that(counts, equal_to([(1, 4.0, 4.0)]))

@@ -10,7 +10,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.transforms.partials import merge
-from pipelines.transforms.sre import FAMILIES, LATENCY_OP_HOURLY, RED_MINUTELY, SrePartials, sre_partials
+from pipelines.transforms.partials import MergeFamilies
+from pipelines.transforms.sre import FAMILIES, LATENCY_OP_HOURLY, MERGERS, RED_MINUTELY, SrePartials, sre_partials
 from tenantry import schemas, sketch, synthetic
 from tests.sql.test_sre_views import T0_NS, make_spans
 
@@ -103,8 +104,10 @@ def test_beam_composite_outputs_one_merged_table_per_family():
     with beam.Pipeline(runner=FnApiRunner()) as p:
         out = (p | beam.Create([("spans", "p0", spans.slice(0, 4)), ("spans", "p1", spans.slice(4)),
                                 ("logs", "p2", schemas.empty("logs"))])
-               | SrePartials())
-        totals = out[RED_MINUTELY.table] | "Sum" >> beam.Map(lambda t: (t.num_rows, pc.sum(t["requests"]).as_py()))
+               | SrePartials() | MergeFamilies(MERGERS))
+        merged = {f.table: out | f"Only{f.table}" >> beam.Filter(lambda kv, n=f.table: kv[0] == n)
+                  | f"Table{f.table}" >> beam.Map(lambda kv: kv[1]) for f in FAMILIES}
+        totals = merged[RED_MINUTELY.table] | "Sum" >> beam.Map(lambda t: (t.num_rows, pc.sum(t["requests"]).as_py()))
         assert_that(totals, equal_to([(2, 8.0)]))
-        hourly = out["sre_hourly_partials"] | "SumH" >> beam.Map(lambda t: sorted(t["tenant_id"].to_pylist()))
+        hourly = merged["sre_hourly_partials"] | "SumH" >> beam.Map(lambda t: sorted(t["tenant_id"].to_pylist()))
         assert_that(hourly, equal_to([["a", "b"]]), label="Hourly")
