@@ -9,10 +9,13 @@ the same run:
                          lists (attributes via WhichOneof per value) and build an Arrow table;
 - ``decode_request``     tenantry.otlp.decode_request, one process (the numpy span decoder);
 - ``... upb path``       the same from an already parsed lite message (the per-column upb path);
-- ``decode_files p=1/2`` tenantry.otlp.decode_files over .pb files, 1 and 2 worker processes
-                         (includes reading the files and shipping Arrow IPC between processes).
+- ``decode_files p=1``  tenantry.otlp.decode_files over .pb files in this process;
+- ``... p=2 (pool)``     the same across 2 worker processes of a DecodePool started once (includes
+                         reading the files and shipping Arrow IPC between processes);
+- ``... p=2 (per call)`` 2 workers started by each decode_files call (what a one-off call pays).
 
-Prints spans/s and ratios against the naive baseline and the upb parse.
+Prints best and median spans/s of ``--repeat`` runs, the load average before each row, and
+ratios (of best figures) against the naive baseline and the upb parse.
 
     python benchmarks/otlp_decode.py [--requests 40] [--spans 1000] [--attrs 10] [--repeat 3]
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -32,7 +36,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from tenantry.otlp import decode_files, decode_request  # noqa: E402
+from tenantry.otlp import DecodePool, decode_files, decode_request  # noqa: E402
 from tenantry.otlp.messages import LITE_CLASSES  # noqa: E402
 
 
@@ -115,13 +119,15 @@ def naive_copy(body: bytes) -> pa.Table:
     return pa.table(cols)
 
 
-def _rate(fn, spans: int, repeat: int) -> float:
-    best = float("inf")
+def _rate(fn, spans: int, repeat: int) -> tuple[float, float, float]:
+    """(best spans/s, median spans/s, load average before the runs) over ``repeat`` runs."""
+    load = os.getloadavg()[0]
+    times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return spans / best
+        times.append(time.perf_counter() - t)
+    return spans / min(times), spans / statistics.median(times), load
 
 
 def main() -> None:
@@ -129,7 +135,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--spans", type=int, default=1000, help="spans per request")
     ap.add_argument("--attrs", type=int, default=10, help="attributes per span (max 12)")
-    ap.add_argument("--repeat", type=int, default=3, help="best of N")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per row (best and median are shown)")
     args = ap.parse_args()
     bodies = [make_request(i, args.spans, args.attrs) for i in range(args.requests)]
     total = args.requests * args.spans
@@ -152,19 +158,27 @@ def main() -> None:
             p = Path(d) / f"traces-{i:04d}.pb"
             p.write_bytes(b)
             paths.append(p)
-        list(decode_files(paths[:1], processes=2))  # start the fork server once, outside the timings
-        for procs in (1, 2):
-            def run(procs=procs):
-                n = sum(t["spans"].num_rows for _, t in decode_files(paths, processes=procs))
-                assert n == total, n
-            results[f"decode_files p={procs}"] = _rate(run, total, args.repeat)
 
-    naive, upb = results["naive copy"], results["upb parse only"]
-    print(f"\n{'path':22s} {'spans/s':>12s} {'x naive':>9s} {'x upb parse':>12s}")
-    for name, rate in results.items():
-        print(f"{name:22s} {rate:12,.0f} {rate / naive:9.2f} {rate / upb:12.2f}")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\n(cpu count {os.cpu_count()}, load average {load:.1f} at the end; best of {args.repeat})")
+        def run(**kw):
+            n = sum(t["spans"].num_rows for _, t in decode_files(paths, **kw))
+            assert n == total, n
+
+        results["decode_files p=1"] = _rate(run, total, args.repeat)
+        with DecodePool(2) as pool:
+            run(pool=pool)  # start the workers once, outside the timings
+            results["decode_files p=2 (pool)"] = _rate(lambda: run(pool=pool), total, args.repeat)
+        list(decode_files(paths[:1], processes=2))  # start the fork server, outside the timings
+        results["decode_files p=2 (per call)"] = _rate(lambda: run(processes=2), total, args.repeat)
+
+    naive, upb = results["naive copy"][0], results["upb parse only"][0]
+    print(f"\n{'path':28s} {'best spans/s':>13s} {'median':>10s} {'x naive':>8s} {'x upb':>7s} {'load':>5s}")
+    for name, (best, median, load) in results.items():
+        print(f"{name:28s} {best:13,.0f} {median:10,.0f} {best / naive:8.2f} {best / upb:7.2f} {load:5.1f}")
+    p1 = results["decode_files p=1"][0]
+    print(f"\np=2 (pool) / p=1: {results['decode_files p=2 (pool)'][0] / p1:.2f}x; "
+          f"p=2 (per call) / p=1: {results['decode_files p=2 (per call)'][0] / p1:.2f}x")
+    print(f"(cpu count {os.cpu_count()}; ratios use best figures; load = 1-minute load average before each row; "
+          f"{args.repeat} runs each)")
 
 
 if __name__ == "__main__":

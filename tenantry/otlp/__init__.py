@@ -3,15 +3,17 @@
 - :func:`parse_request` — strict parse (the receiver answers 400 on :class:`OtlpDecodeError`);
 - :func:`decode_request` — one request -> all five tables, bad data quarantined, never raises;
 - :func:`iter_file` / :func:`decode_files` — ``.json``, ``.jsonl``, ``.pb``, landing segments
-  and their ``.gz`` forms -> ``(ingest_batch, tables)`` chunks, bounded in memory.
+  and their ``.gz`` forms -> ``(ingest_batch, tables)`` chunks, bounded in memory; a
+  :class:`DecodePool` keeps worker processes across calls.
 """
 
 from tenantry.otlp.decode import decode_request, empty_tables, parse_request
-from tenantry.otlp.files import DEFAULT_MAX_DECOMPRESSED_BYTES, decode_files, iter_file
+from tenantry.otlp.files import DEFAULT_MAX_DECOMPRESSED_BYTES, DecodePool, decode_files, iter_file
 from tenantry.otlp.messages import SIGNALS, OtlpDecodeError
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_BYTES",
+    "DecodePool",
     "OtlpDecodeError",
     "SIGNALS",
     "decode_files",

@@ -232,17 +232,44 @@ def decode_regions(data: np.ndarray, start: np.ndarray, end: np.ndarray, record:
 
 def _gather_strings(pool: np.ndarray, starts: np.ndarray, lengths: np.ndarray, valid) -> pa.Array:
     n = len(starts)
-    out_offs = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=out_offs[1:])
-    total = int(out_offs[-1])
-    idx = np.repeat(starts - out_offs[:-1], lengths) + np.arange(total, dtype=np.int64)
-    buf = pool[idx]
     bitmap = None
     nulls = 0
     if valid is not None and not valid.all():
         bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
         nulls = int(n - valid.sum())
+    ordered = _in_order(starts, lengths)
+    if ordered is not None:
+        # slices in buffer order (keys always; values when all are strings): let Arrow copy them.
+        # A helper array whose elements alternate slice / gap has the slices at even positions.
+        offs = np.empty(2 * n + 1, np.int64)
+        offs[0:-1:2] = ordered
+        offs[1::2] = ordered + lengths
+        offs[-1] = offs[-2]
+        helper = pa.Array.from_buffers(pa.large_binary(), 2 * n, [None, pa.py_buffer(offs), pa.py_buffer(pool)])
+        out = helper.take(pa.array(np.arange(0, 2 * n, 2, dtype=np.int64)))
+        return pa.Array.from_buffers(pa.large_string(), n, [bitmap, *out.buffers()[1:]], nulls)
+    out_offs = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=out_offs[1:])
+    total = int(out_offs[-1])
+    idx = np.repeat(starts - out_offs[:-1], lengths) + np.arange(total, dtype=np.int64)
+    buf = pool[idx]
     return pa.Array.from_buffers(pa.large_string(), n, [bitmap, pa.py_buffer(out_offs), pa.py_buffer(buf)], nulls)
+
+
+def _in_order(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
+    """``starts`` with empty slices moved to the end of the slice before them, if the slices then
+    follow each other in the buffer without overlapping; else None."""
+    if len(starts) == 0:
+        return None
+    ends = starts + lengths
+    empty = lengths == 0
+    if empty.any():
+        reach = np.maximum.accumulate(np.where(empty, 0, ends))
+        starts = np.where(empty, np.concatenate([[0], reach[:-1]]), starts)
+        ends = np.where(empty, starts, ends)
+    if len(starts) > 1 and not (starts[1:] >= ends[:-1]).all():
+        return None
+    return starts
 
 
 def _invalid_utf8(keys: pa.Array, values: pa.Array, check: np.ndarray):

@@ -207,35 +207,89 @@ def _decode_file_ipc(path: str, max_decompressed_bytes: int, chunk_bytes: int) -
             for batch, tables in iter_file(path, max_decompressed_bytes, chunk_bytes)]
 
 
+class DecodePool:
+    """Worker processes for :func:`decode_files`, started once and reused across calls.
+
+    Starting workers is the expensive part of a parallel decode: each one is forked from a fork
+    server and, as multiprocessing does, imports the host's ``__main__`` module again (the CLI, a
+    benchmark script). A pool started per call pays that on every call, which is why two
+    processes used to decode fewer spans per second than one. Hold a pool for as long as there
+    are files to decode::
+
+        with DecodePool(processes=2) as pool:
+            for batch, tables in decode_files(paths, pool=pool):
+                ...
+
+    Workers start lazily, on the first call that needs them; :meth:`close` (or leaving the
+    ``with`` block) stops them.
+    """
+
+    def __init__(self, processes: int = 2):
+        if processes < 1:
+            raise ValueError(f"DecodePool: processes must be at least 1; got {processes}")
+        self.processes = processes
+        self._executor: cf.ProcessPoolExecutor | None = None
+
+    @property
+    def executor(self) -> cf.ProcessPoolExecutor:
+        if self._executor is None:
+            ctx = multiprocessing.get_context("forkserver")  # not fork: pyarrow's threads may hold locks
+            ctx.set_forkserver_preload(["tenantry.otlp.files"])
+            self._executor = cf.ProcessPoolExecutor(max_workers=self.processes, mp_context=ctx)
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> "DecodePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def decode_files(paths: Iterable, processes: int = 1, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
-    """Decode many files, in input order; across ``processes`` worker processes when > 1.
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, pool: DecodePool | None = None) -> Iterator[Chunk]:
+    """Decode many files, in input order; across worker processes when ``processes`` > 1 or a
+    ``pool`` is given (the pool's workers are reused; otherwise a pool lives for this call only).
 
     Workers return tables as Arrow IPC bytes; at most ``2 * processes`` files are in flight, so
     memory stays bounded however many paths there are.
     """
-    if processes <= 1:
+    if pool is None and processes <= 1:
         for p in paths:
             yield from iter_file(p, max_decompressed_bytes, chunk_bytes)
         return
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tenantry.otlp.files"])
-    with cf.ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
-        pending = []
+    if pool is None:
+        with DecodePool(processes) as own:
+            yield from _decode_in(own, paths, max_decompressed_bytes, chunk_bytes)
+        return
+    yield from _decode_in(pool, paths, max_decompressed_bytes, chunk_bytes)
+
+
+def _decode_in(pool: DecodePool, paths: Iterable, max_decompressed_bytes: int, chunk_bytes: int) -> Iterator[Chunk]:
+    executor = pool.executor
+    pending: list[cf.Future] = []
+    try:
         it = iter(paths)
         for p in it:
-            pending.append(pool.submit(_decode_file_ipc, str(p), max_decompressed_bytes, chunk_bytes))
-            if len(pending) >= 2 * processes:
+            pending.append(executor.submit(_decode_file_ipc, str(p), max_decompressed_bytes, chunk_bytes))
+            if len(pending) >= 2 * pool.processes:
                 break
         while pending:
             result = pending.pop(0).result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(pool.submit(_decode_file_ipc, str(nxt), max_decompressed_bytes, chunk_bytes))
+                pending.append(executor.submit(_decode_file_ipc, str(nxt), max_decompressed_bytes, chunk_bytes))
             for batch, ipc in result:
                 tables = empty_tables()
                 tables.update({k: _from_ipc(v) for k, v in ipc.items()})
                 yield batch, tables
+    finally:
+        for f in pending:  # the caller stopped early or a file raised: drop queued work
+            f.cancel()
 
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_DECOMPRESSED_BYTES", "decode_files", "iter_file"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_DECOMPRESSED_BYTES", "DecodePool", "decode_files", "iter_file"]
