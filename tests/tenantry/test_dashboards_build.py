@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-
-from tenantry.querying import INTERNAL_VIEWS
 import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
+from tenantry.querying import INTERNAL_VIEWS
 
 from benchmarks.dashboards import synthetic_warehouse
 from tenantry import resources
