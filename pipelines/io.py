@@ -140,9 +140,8 @@ def read_task(task: ReadTask, batch_rows: int) -> Iterator[tuple[str, str, pa.Ta
     if inp.kind == "parquet":
         pf = pq.ParquetFile(inp.path)
         data = pf.read_row_group(task.row_group)
-        data = data.append_column(
-            "ingest_batch", pa.array([inp.ingest_id] * data.num_rows, pa.string())
-        ) if "ingest_batch" not in data.column_names else data
+        if "ingest_batch" not in data.column_names:
+            data = data.append_column("ingest_batch", pa.repeat(pa.scalar(inp.ingest_id), data.num_rows))
         yield inp.table, f"{inp.ingest_id}-rg{task.row_group}", schemas.conform(inp.table, data)
         return
 

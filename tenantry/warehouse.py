@@ -109,7 +109,7 @@ class Warehouse:
     # -- writing ----------------------------------------------------------------------------
 
     @staticmethod
-    def _write_parquet(path: Path, table: pa.Table) -> None:
+    def _write_parquet(path: Path, table: pa.Table, fsync: bool = True) -> None:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         # dictionary-encode only low-cardinality columns and keep statistics only where queries
         # prune on them: random ids and free text gain nothing from either and cost the most
@@ -122,8 +122,9 @@ class Warehouse:
             use_dictionary=[c for c in names if c not in _HIGH_CARDINALITY],
             write_statistics=[c for c in names if c in _PRUNING_COLUMNS],
         )
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
 
     def write_part(self, table: str, run_id: str, part: str, data: pa.Table) -> Path | None:
@@ -139,11 +140,15 @@ class Warehouse:
         d = self.lake / table / f"run={run_id}"
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{part.replace(':', '_')}.parquet"
-        self._write_parquet(path, schemas.conform(table, data))
+        # no fsync per part: commit() makes the whole run durable before its manifest lands,
+        # which is the only moment durability matters (an uncommitted run is invisible and redone)
+        self._write_parquet(path, schemas.conform(table, data), fsync=False)
         return path
 
     def commit(self, run_id: str, inputs: Iterable[str], summary: dict | None = None) -> Path:
-        """Write the run's manifest: from now on its files are visible to every view."""
+        """Make the run's files durable, then write its manifest: from now on they are visible to
+        every view."""
+        self._sync_run(run_id)
         files = {
             t: sorted(p.name for p in (self.lake / t / f"run={run_id}").glob("*.parquet"))
             for t in schemas.LAKE_TABLES
@@ -159,6 +164,23 @@ class Warehouse:
         path = self.manifests / f"{run_id}.json"
         _atomic_write_bytes(path, json.dumps(manifest, indent=1, default=str).encode())
         return path
+
+    def _sync_run(self, run_id: str) -> None:
+        for table in schemas.LAKE_TABLES:
+            d = self.lake / table / f"run={run_id}"
+            if not d.is_dir():
+                continue
+            for f in d.glob("*.parquet"):
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the renames into the run folder
+            finally:
+                os.close(fd)
 
     def committed_runs(self) -> list[dict]:
         out = []

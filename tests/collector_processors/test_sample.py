@@ -93,3 +93,20 @@ def test_empty_batch():
 def test_bad_config_names_the_key(options, message):
     with pytest.raises(ProcessorConfigError, match=message):
         Sample(options=options)
+
+
+def test_trace_hash_reads_only_32_lower_case_hex_digits_on_slices():
+    import re
+
+    import pyarrow as pa
+
+    from collector_processors.sample import trace_hash
+
+    ids = ["0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789abcdef", None, "", "x" * 32,
+           "0" * 30 + "é", "-" + "0" * 31, "0" * 31 + "/", "0" * 31 + "g", "0" * 31 + "`", "f" * 32, "0" * 33,
+           "'; DROP TABLE spans;--" + "0" * 10]
+    arr = pa.array(["pad"] + ids).slice(1)
+    h, ok = trace_hash(arr)
+    want = [bool(t is not None and re.fullmatch(r"[0-9a-f]{32}", t)) for t in ids]
+    assert ok.tolist() == want
+    assert [int(x) for x in h[ok]] == [int(t[18:], 16) for t, w in zip(ids, want) if w]

@@ -97,3 +97,13 @@ def test_varint_decoder_handles_multi_byte_and_unterminated_values():
     assert val[1] == 127 and size[1] == 1 and ok[1]
     _, _, ok = A._varint(np.frombuffer(b"\xff" * 8 + b"\0", np.uint8), np.array([0]), 5)
     assert not ok[0]
+
+
+def test_string_slices_gathered_in_order_or_not_give_the_same_strings():
+    pool = np.frombuffer(b"abcdefghij" + bytes(16), np.uint8)
+    for starts, lengths in (([0, 3, 3, 7], [3, 0, 4, 3]), ([7, 0, 3, 0], [3, 3, 4, 0]), ([0, 0], [2, 2])):
+        out = A._gather_strings(pool, np.array(starts), np.array(lengths), None)
+        assert out.to_pylist() == [bytes(pool[s:s + n]).decode() for s, n in zip(starts, lengths)]
+    valid = np.array([True, False, True])
+    out = A._gather_strings(pool, np.array([0, 0, 2]), np.array([2, 0, 3]), valid)
+    assert out.to_pylist() == ["ab", None, "cde"]

@@ -183,3 +183,35 @@ def test_decode_files_in_two_processes_matches_one_process(fixtures_dir):
 def test_decode_files_in_parallel_raises_for_a_missing_path(tmp_path):
     with pytest.raises(FileNotFoundError):
         list(decode_files([tmp_path / "missing.pb"], processes=2))
+
+
+def test_a_decode_pool_is_reused_across_calls_and_matches_one_process(fixtures_dir):
+    from tenantry.otlp import DecodePool
+
+    paths = sorted(fixtures_dir.iterdir())
+    serial = [(b, counts(t)) for b, t in decode_files(paths)]
+    with DecodePool(2) as pool:
+        first = [(b, counts(t)) for b, t in decode_files(paths, pool=pool)]
+        executor = pool.executor
+        second = [(b, counts(t)) for b, t in decode_files(paths, pool=pool)]
+        assert pool.executor is executor  # the same workers served both calls
+    assert first == second == serial
+    assert pool._executor is None  # leaving the block stopped the workers
+
+
+def test_a_decode_pool_survives_a_missing_path_and_an_early_stop(fixtures_dir, tmp_path):
+    from tenantry.otlp import DecodePool
+
+    paths = sorted(fixtures_dir.iterdir())
+    with DecodePool(2) as pool:
+        with pytest.raises(FileNotFoundError):
+            list(decode_files([tmp_path / "missing.pb"], pool=pool))
+        next(iter(decode_files(paths * 3, pool=pool)))  # the caller stops after one chunk
+        assert len(list(decode_files(paths, pool=pool))) >= len(paths)
+
+
+def test_a_decode_pool_needs_at_least_one_process():
+    from tenantry.otlp import DecodePool
+
+    with pytest.raises(ValueError, match="at least 1"):
+        DecodePool(0)
