@@ -110,22 +110,13 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
     kept = processed["kept"]
     derived = kept | "DeriveUsage" >> DeriveUsage(meters)
     stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
+    # processor counters are tiny: merged per run into one part
     stats = (
         (processed[STATS], stored[STATS])
         | "FlattenStats" >> beam.Flatten()
         | "TagStats" >> beam.Map(lambda t: (STATS_FAMILY.table, t))
-    )
-    # every aggregate family, computed per batch and merged per run in one combine
-    aggregates = (
-        (
-            kept | "Sre" >> SrePartials(),
-            kept | "Security" >> SecurityPartials(security_settings),
-            kept | "Coverage" >> CoveragePartials(),
-            stats,
-        )
-        | "FlattenPartials" >> beam.Flatten()
-        | "MergeFamilies" >> MergeFamilies(MERGERS)
-        | "AsRunParts" >> beam.Map(_AsRunPart(run_id))
+        | "MergeStats" >> MergeFamilies({STATS_FAMILY.table: summing(STATS_FAMILY)})
+        | "StatsAsRunPart" >> beam.Map(_AsRunPart(run_id))
     )
     # each output is written by its own step (no Flatten): the runner fuses these writes with
     # the steps that produce them, so big batches are never encoded between stages
@@ -135,7 +126,12 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
         "WriteQuarantine": processed[QUARANTINE],
         "WriteSampleQuarantine": stored[QUARANTINE],
         "WriteDerivedUsage": derived,
-        "WriteAggregates": aggregates,
+        # aggregate partials per batch, written in the stage that computes them: the views sum
+        # them, memory stays flat, and nothing big crosses a stage boundary
+        "WriteSre": kept | "Sre" >> SrePartials(),
+        "WriteSecurity": kept | "Security" >> SecurityPartials(security_settings),
+        "WriteCoverage": kept | "Coverage" >> CoveragePartials(),
+        "WriteStats": stats,
     }
     for label, pcoll in outputs.items():
         pcoll | label >> beam.Map(write)

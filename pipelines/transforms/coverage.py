@@ -6,7 +6,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.transforms.partials import Family, summing
+from pipelines.transforms.partials import Family, as_part, summing
 from tenantry import schemas
 
 COVERAGE = Family("coverage_partials", ("day", "signal"), ("total", "unattributed"))
@@ -39,13 +39,13 @@ MERGERS = {COVERAGE.table: summing(COVERAGE)}
 
 class _CoverageFn:
     def __call__(self, chunk):
-        part = coverage_partial(chunk[0], chunk[2])
-        if part is not None:
-            yield COVERAGE.table, part
+        partial = coverage_partial(chunk[0], chunk[2])
+        if partial is not None:
+            yield as_part(COVERAGE.table, chunk[1], partial)
 
 
 class CoveragePartials(beam.PTransform):
-    """Chunks in → ``(coverage_partials, partial)`` pairs, one per batch; merge with MergeFamilies."""
+    """Chunks in → ``(coverage_partials, part, partial)`` chunks, one per batch."""
 
     def expand(self, chunks):
         return chunks | "PartialPerBatch" >> beam.FlatMap(_CoverageFn())

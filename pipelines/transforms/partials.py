@@ -106,8 +106,21 @@ class MergeTagged(beam.CombineFn):
         return self.mergers[acc[0]](acc[1]) if acc[0] is not None else None
 
 
+def as_part(family: str, part: str, table: pa.Table):
+    """A per-batch partial as a lake chunk ``(family, part name, rows)``; its lineage
+    (``ingest_batch``) is the batch it was computed from."""
+    if "ingest_batch" not in table.column_names:
+        table = table.append_column("ingest_batch", pa.repeat(pa.scalar(part), table.num_rows))
+    return family, f"{part}-{family}", table
+
+
 class MergeFamilies(beam.PTransform):
-    """``(family, partial)`` pairs in → one ``(family, merged partial)`` per family and window.
+    """``(family, part, partial)`` chunks (or ``(family, partial)`` pairs) in → one
+    ``(family, merged partial)`` per family and window.
+
+    The batch pipeline does not need it (per-batch partials are written as they are: the views
+    sum them, and a run-wide merge would hold a whole run's partials in one element); it is for
+    consumers that want one table per family, such as tests and compaction.
 
     One combine for every family at once keeps the pipeline graph small (each CombineGlobally is
     a dozen steps to build and to run, per micro-batch in the stream).
@@ -120,7 +133,7 @@ class MergeFamilies(beam.PTransform):
     def expand(self, pairs):
         return (
             pairs
-            | "KeyByFamily" >> beam.Map(lambda nt: (nt[0], nt))
+            | "KeyByFamily" >> beam.Map(lambda nt: (nt[0], (nt[0], nt[-1])))
             | "Merge" >> beam.CombinePerKey(MergeTagged(self.mergers))
             | "DropEmpty" >> beam.Filter(lambda kv: kv[1] is not None)
         )

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.transforms.partials import Family, summing
+from pipelines.transforms.partials import Family, as_part, summing
 from pipelines.transforms.sre import floor_ns, request_mask
 from tenantry import schemas
 from tenantry.security import SecuritySettings
@@ -199,19 +199,19 @@ class _SecurityFn(beam.DoFn):
         self.settings = settings
 
     def process(self, chunk):
-        table, _part, data = chunk
+        table, part, data = chunk
         if table != "spans":
             return
         counts, events = security_partials(data, self.settings)
         if counts is not None:
-            yield SECURITY_HOURLY.table, counts
+            yield as_part(SECURITY_HOURLY.table, part, counts)
         if events is not None:
-            yield EVENTS, events
+            yield as_part(EVENTS, part, events)
 
 
 class SecurityPartials(beam.PTransform):
-    """Chunks in → ``(family table, partial)`` pairs: ``security_hourly_partials`` counts and
-    ``security_events`` evidence, one per batch; merge with ``MergeFamilies(MERGERS)``."""
+    """Chunks in → ``(family table, part, partial)`` chunks: ``security_hourly_partials`` counts
+    and ``security_events`` evidence, one per batch, ready to write to the lake."""
 
     def __init__(self, settings: SecuritySettings | None = None):
         super().__init__()

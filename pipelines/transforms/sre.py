@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.transforms.partials import Family, summing
+from pipelines.transforms.partials import Family, as_part, summing
 from tenantry import schemas, sketch
 
 LADDER_COLUMNS = tuple(f"slow_over_{t}ms" for t in schemas.LATENCY_LADDER_MS)
@@ -145,11 +145,11 @@ def sre_partials(spans: pa.Table) -> dict[str, pa.Table]:
 
 class _SrePartialsFn(beam.DoFn):
     def process(self, chunk):
-        table, _part, data = chunk
+        table, part, data = chunk
         if table != "spans":
             return
-        for name, part in sre_partials(data).items():
-            yield name, part
+        for name, partial in sre_partials(data).items():
+            yield as_part(name, part, partial)
 
 
 #: how each SRE family's partials merge (all are sums per key)
@@ -157,10 +157,8 @@ MERGERS = {f.table: summing(f) for f in FAMILIES}
 
 
 class SrePartials(beam.PTransform):
-    """Chunks in → ``(family table, partial)`` pairs for the four SRE families, one per batch.
-
-    Merge them with :class:`pipelines.transforms.partials.MergeFamilies` (the batch pipeline merges
-    every family in one combine)."""
+    """Chunks in → ``(family table, part, partial)`` chunks for the four SRE families, one per
+    batch, ready to write to the lake (the views sum them)."""
 
     def expand(self, chunks):
         return chunks | "PartialPerBatch" >> beam.ParDo(_SrePartialsFn())
