@@ -138,7 +138,18 @@ class Chain(Processor):
             stats.update(res.stats)
             sampled_out += res.sampled_out
         out_q = quarantined[0] if len(quarantined) == 1 else pa.concat_tables(quarantined)
-        return Result(kept, out_q, stats, sampled_out)
+        return Result(kept, self.scrub_quarantine(out_q), stats, sampled_out)
+
+    def scrub_quarantine(self, quarantined: pa.Table) -> pa.Table:
+        """Apply every redactor of the chain to quarantine rows (their raw record and detail), so
+        a row rejected before the redactor ran never takes personal data to disk."""
+        if quarantined.num_rows == 0:
+            return quarantined
+        for proc in self.processors:
+            scrub = getattr(proc, "scrub_quarantine", None)
+            if scrub is not None:
+                quarantined = scrub(quarantined)
+        return quarantined
 
     def __iter__(self):
         return iter(self.processors)

@@ -339,6 +339,21 @@ class Redact(Processor):
         stats.update(base.count_by_tenant(out, self.name, base.KEPT, views))
         return Result(out, quarantined, stats)
 
+    def scrub_quarantine(self, quarantined: pa.Table) -> pa.Table:
+        """Quarantine rows with this redactor's detectors applied to their ``raw`` record and
+        ``detail`` text: a row rejected before (or by) this processor must not carry the personal
+        data it would have removed to disk. Not counted as redactions (the row was not kept)."""
+        if quarantined.num_rows == 0 or not self.engine.any_pattern:
+            return quarantined
+        tenant = quarantined.column("tenant_id")
+        for name in ("raw", "detail"):
+            col = quarantined.column(name).combine_chunks()
+            engines = [self.engine, *self.overrides.values()]  # the strictest reading of every override
+            for engine in engines:
+                col = engine._text(col, tenant, Counter())
+            quarantined = quarantined.set_column(quarantined.schema.get_field_index(name), name, col)
+        return quarantined
+
     def _split_apply(self, batch: pa.Table):
         """Run each tenant's override engine on its rows, the default on the rest; keep row order."""
         codes = pc.fill_null(pc.index_in(batch.column("tenant_id"), value_set=self._override_ids), -1)

@@ -62,7 +62,8 @@ class _ProcessFn(beam.DoFn):
                 for t, n in _per_table(data).items():
                     _counter("in", t).inc(n)
                     _counter("quarantined", t).inc(n)
-            yield beam.pvalue.TaggedOutput(QUARANTINE, (QUARANTINE, part, data))
+            scrub = getattr(self.chain, "scrub_quarantine", None)
+            yield beam.pvalue.TaggedOutput(QUARANTINE, (QUARANTINE, part, scrub(data) if scrub else data))
             return
         if self.count_input:
             _counter("in", table).inc(data.num_rows)

@@ -66,7 +66,8 @@ def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
             who["tenant_tier"],
             who["user_id"],
             res.service_name.take(res_idx),
-            time,
+            # OTLP: a record without time_unix_nano happened when it was observed
+            pa.array(event_time, pa.int64()).cast(time.type) if (t_ns == 0).any() else time,
             observed,
             pa.array(severity.astype(np.int32)),
             pa.array([r.severity_text or None for r in records], pa.string()),

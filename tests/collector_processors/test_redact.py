@@ -154,3 +154,17 @@ def test_long_values_with_many_matches(table):
 def test_bad_config_names_the_key(options, message):
     with pytest.raises(ProcessorConfigError, match=message.replace("(", r"\(")):
         Redact(options=options)
+
+
+@pytest.mark.parametrize("table", ["spans", "logs", "usage_events"])
+def test_a_row_quarantined_before_redaction_keeps_no_personal_data_in_its_raw_record(table):
+    from collector_processors.attribute_tenant import AttributeTenant
+    from collector_processors.base import Chain
+
+    chain = Chain([AttributeTenant(options={"policy": "quarantine"}), Redact()])
+    batch = make_batch(table, [{"tenant": "x'; DROP TABLE spans;--", "attrs": {"user.email": "jane@example.com"}},
+                               {"tenant": "acme", "attrs": {"user.email": "joe@example.com"}}])
+    res = chain.process(table, batch)
+    assert res.quarantined.num_rows == 1 and res.kept.num_rows == 1
+    raw = res.quarantined.column("raw").to_pylist()[0]
+    assert "jane@example.com" not in raw and "DROP TABLE" in raw  # the evidence stays, the e-mail goes
