@@ -155,6 +155,23 @@ class Chain(Processor):
         return iter(self.processors)
 
 
+#: type name of the processors that only decide what raw rows are stored (see split_samplers)
+SAMPLER_TYPE = "sample"
+
+
+def split_samplers(chain: Processor) -> tuple[list[Processor], list[Processor]]:
+    """(every processor but the samplers, the samplers) of a chain, in order; nested chains are
+    flattened and a single processor counts as a chain of one.
+
+    Hosts run the first list, then take their figures (usage, SRE), then sample for storage, so
+    sampling never changes a billed or reported number.
+    """
+    subs = getattr(chain, "processors", None)
+    procs = [chain] if subs is None else [p for sub in subs for group in split_samplers(sub) for p in group]
+    samplers = [p for p in procs if getattr(p, "type_name", "") == SAMPLER_TYPE]
+    return [p for p in procs if getattr(p, "type_name", "") != SAMPLER_TYPE], samplers
+
+
 def as_table(batch: pa.Table | pa.RecordBatch) -> pa.Table:
     """Processors take a ``pa.Table`` or a ``pa.RecordBatch``; they work on tables."""
     if isinstance(batch, pa.RecordBatch):

@@ -13,7 +13,7 @@ from collections import Counter
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from collector_processors.base import Chain, Processor, stats_table
+from collector_processors.base import Chain, Processor, split_samplers, stats_table
 from pipelines.io import PROCESSED_BY
 
 QUARANTINE = "quarantine"
@@ -21,13 +21,9 @@ STATS = "processor_stats"
 
 
 def split_chain(chain: Processor) -> tuple[Processor, Processor]:
-    """(everything but samplers, samplers) of a chain, order kept."""
-    procs = list(chain) if isinstance(chain, Chain) else [chain]
-    is_sampler = [getattr(p, "type_name", "") == "sample" for p in procs]
-    return (
-        Chain([p for p, s in zip(procs, is_sampler) if not s], name="main"),
-        Chain([p for p, s in zip(procs, is_sampler) if s], name="storage"),
-    )
+    """(everything but samplers, samplers) of a chain as two chains, order kept."""
+    main, samplers = split_samplers(chain)
+    return Chain(main, name="main"), Chain(samplers, name="storage")
 
 
 def _counter(kind: str, table: str):

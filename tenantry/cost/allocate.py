@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Iterator
 from decimal import Decimal
 
 import duckdb
@@ -38,9 +39,11 @@ import pyarrow.compute as pc
 from tenantry.conventions import TENANT_ID_RE
 from tenantry.cost.drivers import DRIVER_SCHEMA, rule_key
 from tenantry.cost.rules import CostConfig, Rule
+from tenantry.cost.split import decimal_to_int64, int64_to_decimal, split_exact, split_int64
+from tenantry.cost.split import nanos as _nanos
 from tenantry.schemas import PLATFORM, QUANTITY, UNATTRIBUTED, CostReason, conform
 
-NANO = 10**9
+DEFAULT_MAX_ROWS = 1_000_000  # allocation rows one chunk may hold: bounds memory, whatever the input size
 _ACTIVE_KEY = "requests"  # who counts as active for an `even` rule without a tenant list
 
 
@@ -59,31 +62,6 @@ def required_drivers(cfg: CostConfig, catalog: list[str]) -> list[tuple[str, lis
 
 
 # -- the exact split ----------------------------------------------------------------------------
-
-
-def split_exact(amount: Decimal, weights: list[int], keys: list[str], unit: Decimal = Decimal("1e-9")) -> list[Decimal]:
-    """The reference split (pure Python integers); ``allocate`` computes exactly the same."""
-    if not weights or any(w < 0 for w in weights) or sum(weights) == 0:
-        raise ValueError("weights must be non-negative with a positive sum")
-    # integer ratios are exact at any size (Decimal arithmetic would round at the context's 28 digits)
-    a = _nanos(amount.copy_abs())  # copy_abs: abs() would round to the context precision
-    u = _nanos(unit)
-    units, dust = divmod(a, u)
-    total = sum(weights)
-    base = [units * w // total for w in weights]
-    rem = [units * w % total for w in weights]
-    left = units - sum(base)
-    order = sorted(range(len(weights)), key=lambda i: (-rem[i], -weights[i], keys[i]))
-    nanos = list(base)
-    for rank, i in enumerate(order):
-        nanos[i] = (base[i] + (1 if rank < left else 0)) * u + (dust if rank == 0 else 0)
-    sign = -1 if amount < 0 else 1
-    return [Decimal(f"{sign * n}e-9") for n in nanos]
-
-
-def _nanos(d: Decimal) -> int:
-    num, den = d.as_integer_ratio()
-    return num * NANO // den
 
 
 # per-line sums by group-by on the integer line index and one window for the ranking: windows
@@ -128,6 +106,9 @@ _ROW_COLS = _SHARE_COLS + ["reason"]
 def _split(con: duckdb.DuckDBPyConnection, shares: pa.Table, unit: Decimal) -> pa.Table:
     if shares.num_rows == 0:
         return _empty_rows()
+    fast = _split_numpy(shares, unit)
+    if fast is not None:
+        return fast
     con.register("shares", shares)
     try:
         out = con.sql(_SPLIT_SQL, params={"unit": _nanos(unit)}).to_arrow_table().select(_SHARE_COLS)
@@ -136,6 +117,20 @@ def _split(con: duckdb.DuckDBPyConnection, shares: pa.Table, unit: Decimal) -> p
         return _split_python(shares, unit)  # a product past 128 bits: same algorithm, big ints
     finally:
         con.unregister("shares")
+
+
+def _split_numpy(shares: pa.Table, unit: Decimal) -> pa.Table | None:
+    """The split in int64 numpy when every product fits; None otherwise (then DuckDB's 128 bits)."""
+    amount = decimal_to_int64(shares.column("amount"))
+    weight = decimal_to_int64(shares.column("weight"))
+    if amount is None or weight is None:
+        return None
+    line = shares.column("_i").to_numpy()
+    got = split_int64(line, amount, weight, shares.column("tenant_id"), _nanos(unit))
+    if got is None:
+        return None
+    out = shares.select(_SHARE_COLS[:-1]).append_column("amount", int64_to_decimal(got, QUANTITY))
+    return out.append_column("reason", pa.nulls(out.num_rows, pa.string())).cast(_rows_schema())
 
 
 def _split_python(shares: pa.Table, unit: Decimal) -> pa.Table:
@@ -203,46 +198,165 @@ def _rule_mask(con, lines: pa.Table, rule: Rule) -> np.ndarray:
 
 def allocate(lines: pa.Table, cfg: CostConfig, drivers: pa.Table | None = None, *,
              catalog: list[str] | None = None, cost_batch: str = "", run_id: str = "",
-             allocated_at: dt.datetime | None = None) -> Allocation:
+             allocated_at: dt.datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS) -> Allocation:
     """Allocate ``lines`` (``cost_lines`` columns) by ``cfg.rules`` using ``drivers``
-    (:data:`tenantry.cost.drivers.DRIVER_SCHEMA`). Returns ``cost_allocations`` rows."""
+    (:data:`tenantry.cost.drivers.DRIVER_SCHEMA`). Returns all ``cost_allocations`` rows in memory;
+    use :func:`allocate_chunks` to stream them instead."""
+    stats = AllocationStats()
+    parts = list(allocate_chunks(lines, cfg, drivers, catalog=catalog, cost_batch=cost_batch, run_id=run_id,
+                                 allocated_at=allocated_at, max_rows=max_rows, stats=stats))
+    table = pa.concat_tables(parts) if parts else _finish(_empty_rows(), cost_batch, run_id, dt.datetime.now(dt.timezone.utc))
+    return Allocation(table, stats.as_dict())
+
+
+@dataclasses.dataclass
+class AllocationStats:
+    lines: int = 0
+    rows: int = 0
+    by_method: dict = dataclasses.field(default_factory=dict)
+
+    def add(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        for m in pc.value_counts(table.column("method")).to_pylist():
+            self.by_method[m["values"]] = self.by_method.get(m["values"], 0) + m["counts"]
+
+    def as_dict(self) -> dict:
+        return {"lines": self.lines, "rows": self.rows, "by_method": dict(sorted(self.by_method.items()))}
+
+
+def allocate_chunks(lines: pa.Table, cfg: CostConfig, drivers: pa.Table | None = None, *,
+                    catalog: list[str] | None = None, cost_batch: str = "", run_id: str = "",
+                    allocated_at: dt.datetime | None = None, max_rows: int = DEFAULT_MAX_ROWS,
+                    stats: AllocationStats | None = None) -> Iterator[pa.Table]:
+    """Allocate like :func:`allocate`, yielding ``cost_allocations`` tables of about ``max_rows``
+    rows at most, so memory stays flat however many lines and tenants there are.
+
+    Lines are taken in chunks sized by the most shares a line can get. Shared lines are spread by
+    the cost allocated to each tenant over *all* lines, so they come last: their basis is summed
+    chunk by chunk on the way. The same input and ``max_rows`` yield the same chunks in the same
+    order (part names built from the chunk number are deterministic).
+    """
     catalog = sorted(catalog or [])
     drivers = drivers if drivers is not None else DRIVER_SCHEMA.empty_table()
     allocated_at = allocated_at or dt.datetime.now(dt.timezone.utc)
+    stats = stats if stats is not None else AllocationStats()
     n = lines.num_rows
+    stats.lines += n
+    shared_idx = [i for i, r in enumerate(cfg.rules) if r.method == "shared"]
+    step = max(1, max_rows // _fanout(cfg, catalog, drivers))
+    basis_parts: list[pa.Table] = []
+    shared_at, shared_rule = [], []  # the lines shared rules took (global index, rule index)
+    for start in range(0, n, step):
+        chunk = lines.slice(start, step)
+        con = _open(chunk, drivers)
+        try:
+            assigned, blocked = _assign(con, chunk, cfg, catalog)
+            con.register("A", pa.table({"_i": pa.array(np.arange(chunk.num_rows, dtype=np.int64)),
+                                        "rule_idx": pa.array(assigned, pa.int32())}))
+            shares = [_driver_shares(con, cfg), _even_shares(con, cfg, catalog), _fixed_shares(con, cfg)]
+            first = pa.concat_tables([_direct(con, cfg, catalog), _unassigned(con, blocked),
+                                      _split(con, pa.concat_tables(shares), cfg.allocation_unit)])
+            if shared_idx and cfg.shared_policy == "spread":
+                basis_parts = _add_basis(con, basis_parts, first)
+        finally:
+            con.close()
+        took = np.flatnonzero(np.isin(assigned, shared_idx))
+        shared_at.append(took + start)
+        shared_rule.append(assigned[took])
+        yield _emit(first, cost_batch, run_id, allocated_at, stats)
+    if not shared_idx or not n:
+        return
+    at, rule_of = np.concatenate(shared_at), np.concatenate(shared_rule)
+    basis = _sum_basis(basis_parts, final=True)
+    step = max(1, max_rows // max(1, _max_per_day(basis)))
+    for start in range(0, len(at), step):
+        chunk = lines.take(pa.array(at[start:start + step]))
+        con = _open(chunk, None)
+        try:
+            con.register("A", pa.table({"_i": pa.array(np.arange(chunk.num_rows, dtype=np.int64)),
+                                        "rule_idx": pa.array(rule_of[start:start + step], pa.int32())}))
+            rows = _shared(con, cfg, basis)
+        finally:
+            con.close()
+        yield _emit(rows, cost_batch, run_id, allocated_at, stats)
+
+
+def _emit(rows: pa.Table, cost_batch: str, run_id: str, at: dt.datetime, stats: AllocationStats) -> pa.Table:
+    table = _finish(_unattributed_to_unallocated(rows), cost_batch, run_id, at)
+    stats.add(table)
+    return table
+
+
+def _fanout(cfg: CostConfig, catalog: list[str], drivers: pa.Table) -> int:
+    """The most shares one non-shared line can get (an upper bound)."""
+    most = [1, len(catalog), len(pc.unique(drivers.column("tenant_id")))]
+    most += [len(r.tenants or []) + len(r.percentages or {}) for r in cfg.rules]
+    return max(most)
+
+
+def _open(chunk: pa.Table, drivers: pa.Table | None) -> duckdb.DuckDBPyConnection:
+    """A connection holding the chunk's lines as ``L`` and, with ``drivers``, the summed drivers of
+    each distinct charge window as ``WW``."""
     con = duckdb.connect(":memory:")
     try:
         con.execute("set timezone = 'UTC'")
-        con.register("lines_in", lines.append_column("_i", pa.array(np.arange(n, dtype=np.int64))))
-        con.register("D", drivers)
+        con.register("lines_in", chunk.append_column("_i", pa.array(np.arange(chunk.num_rows, dtype=np.int64))))
         con.execute("""
             create temp table L as
             select _i, line_id, day, service, category, tenant_tag, tags, amount, currency,
                    day as w_start,
                    greatest(day + 1, ((charge_period_end - interval 1 microsecond) at time zone 'UTC')::date + 1) as w_end
             from lines_in order by _i""")
-        con.execute("""
-            create temp table WW as
-            select w.w_start, w.w_end, d.driver_key, d.tenant_id, sum(d.quantity) as q
-            from (select distinct w_start, w_end from L) w
-            join D d on d.day >= w.w_start and d.day < w.w_end
-            group by all having sum(d.quantity) > 0""")
-        assigned, blocked = _assign(con, lines, cfg, catalog)
-        con.register("A", pa.table({"_i": pa.array(np.arange(n, dtype=np.int64)),
-                                    "rule_idx": pa.array(assigned, pa.int32())}))
-        pieces = [_direct(con, cfg, catalog), _unassigned(con, blocked)]
-        shares = [_driver_shares(con, cfg), _even_shares(con, cfg, catalog), _fixed_shares(con, cfg)]
-        pieces.append(_split(con, pa.concat_tables(shares), cfg.allocation_unit))
-        first = pa.concat_tables(pieces)
-        pieces.append(_shared(con, cfg, first))
-        rows = pa.concat_tables(pieces)
+        con.unregister("lines_in")
+        if drivers is not None:
+            con.register("D", drivers)
+            con.execute("""
+                create temp table WW as
+                select w.w_start, w.w_end, d.driver_key, d.tenant_id, sum(d.quantity) as q
+                from (select distinct w_start, w_end from L) w
+                join D d on d.day >= w.w_start and d.day < w.w_end
+                group by all having sum(d.quantity) > 0""")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+_BASIS_SCHEMA = pa.schema([("day", pa.date32()), ("currency", pa.string()), ("tenant_id", pa.string()),
+                           ("cost", pa.decimal128(38, 9))])
+
+
+def _add_basis(con, parts: list[pa.Table], first: pa.Table) -> list[pa.Table]:
+    """Add this chunk's cost per (day, currency, tenant) to the running basis of shared lines."""
+    con.register("F", first)
+    part = con.sql("select day, currency, tenant_id, sum(amount) as cost from F "
+                   "where tenant_id is not null and tenant_id not in ($p, $u) group by all",
+                   params={"p": PLATFORM, "u": UNATTRIBUTED}).to_arrow_table().cast(_BASIS_SCHEMA)
+    con.unregister("F")
+    parts = parts + [part]
+    # fold now and then: the basis is days × tenants, never lines
+    return [_sum_basis(parts, final=False)] if len(parts) >= 32 else parts
+
+
+def _sum_basis(parts: list[pa.Table], final: bool) -> pa.Table:
+    if not parts:
+        return _BASIS_SCHEMA.empty_table()
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("P", pa.concat_tables(parts))
+        # only the total decides who gets a share: a tenant's credits in one chunk offset its charges in another
+        having = "having sum(cost) > 0" if final else ""
+        return con.sql(f"select day, currency, tenant_id, sum(cost) as cost from P group by all {having}") \
+            .to_arrow_table().cast(_BASIS_SCHEMA)
     finally:
         con.close()
-    rows = _unattributed_to_unallocated(rows)
-    table = _finish(rows, cost_batch, run_id, allocated_at)
-    methods = pc.value_counts(table.column("method")).to_pylist()
-    return Allocation(table, {"lines": n, "rows": table.num_rows,
-                              "by_method": {m["values"]: m["counts"] for m in methods}})
+
+
+def _max_per_day(basis: pa.Table) -> int:
+    if basis.num_rows == 0:
+        return 1
+    return max(c for c in pc.value_counts(pc.binary_join_element_wise(
+        basis.column("day").cast(pa.string()), basis.column("currency"), "|")).field("counts").to_pylist())
 
 
 def _assign(con, lines: pa.Table, cfg: CostConfig, catalog: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -379,17 +493,12 @@ def _concat_shares(parts: list[pa.Table]) -> pa.Table:
     return pa.concat_tables([p.cast(_SHARES_SCHEMA) for p in parts]) if parts else _SHARES_SCHEMA.empty_table()
 
 
-def _shared(con, cfg: CostConfig, first: pa.Table) -> pa.Table:
+def _shared(con, cfg: CostConfig, basis: pa.Table) -> pa.Table:
     """Shared lines: spread by each tenant's cost allocated that day (same currency), or platform."""
     shared_idx = [i for i, r in enumerate(cfg.rules) if r.method == "shared"]
     if not shared_idx:
         return _empty_rows()
-    con.register("F", first)
-    con.execute("""
-        create or replace temp table basis as
-        select day, currency, tenant_id, sum(amount) as cost
-        from F where tenant_id is not null and tenant_id not in ('{PLATFORM}', '{UNATTRIBUTED}')
-        group by all having sum(amount) > 0""".format(PLATFORM=PLATFORM, UNATTRIBUTED=UNATTRIBUTED))
+    con.register("basis", basis)
     names = {i: cfg.rules[i].name for i in shared_idx}
     con.register("R", pa.table({"rule_idx": pa.array(list(names), pa.int32()), "rule": list(names.values())}))
     spread = cfg.shared_policy == "spread"

@@ -3,7 +3,8 @@
 Pages embed plotly.js and a Content-Security-Policy that forbids loading anything, so they open
 offline from a folder or an email attachment. With a tenant, only the dashboards that declare the
 ``tenant`` parameter are built, each panel runs on a private copy of that tenant's rows
-(``tenantry.querying.tenant_connection``), and fleet-only panels are left out.
+(the guarantee of ``tenantry.querying.tenant_connection``), and fleet-only panels are left out.
+The marts the pages read are materialized once (:func:`.cache.build_snapshot`), not per panel.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import duckdb
 
 from tenantry import querying
 from tenantry.dashboards import render
+from tenantry.dashboards.cache import CacheError, build_snapshot, marts_read
 from tenantry.dashboards.model import Dashboard, DashboardError, Panel, analyze_sql, load_definitions
-from tenantry.dashboards.query import PanelData, Selection, connect, relations, run_panel
+from tenantry.dashboards.query import PanelData, Selection, relations, run_panel
 
 logger = logging.getLogger(__name__)
 CHART_KINDS = {"timeseries", "bar", "heatmap"}
@@ -43,6 +45,11 @@ def render_dashboard(con: duckdb.DuckDBPyConnection, d: Dashboard, selection: Se
         parts.append(render.render_panel(i, p, data))
         results.append((p, data))
     return "".join(parts), results
+
+
+def views_read(panels) -> set[str]:
+    """The views the given panels read."""
+    return {v for p in panels for v in analyze_sql(p.sql).views}
 
 
 def uses_charts(d: Dashboard) -> bool:
@@ -67,9 +74,14 @@ def build(warehouse: str | Path, out: str | Path, tenant: str | None = None, *,
     selection = selection or Selection()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    wanted = {n: d for n, d in defs.items()
+              if not ((tenant is not None and not d.per_tenant) or (tenant is None and d.tenant_only))}
     try:
-        con = connect(warehouse, tenant)
-    except querying.QueryError as e:
+        # each mart is computed once and shared by every panel that reads it
+        snap = build_snapshot(warehouse, marts_read(wanted))
+        con = (snap.fleet_connection() if tenant is None else
+               snap.tenant_connection(tenant, views_read(p for d in wanted.values() for p in visible_panels(d, tenant))))
+    except (querying.QueryError, CacheError) as e:
         raise DashboardError(str(e)) from None
     written: list[Path] = []
     failures: list[str] = []

@@ -40,13 +40,12 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collector_processors.base import SAMPLER_TYPE, split_samplers
 from tenantry import landing, otlp, schemas
 from tenantry.receiver.errors import ReceiverConfigError
 
 logger = logging.getLogger(__name__)
 
-#: processors of this type are left to the pipeline (they must run after usage extraction)
-SAMPLER_TYPE = "sample"
 #: quarantine ``table`` value of a whole request the decoder could not read
 _WHOLE_REQUEST = "request"
 
@@ -55,18 +54,8 @@ class _FallBack(Exception):
     """This flush must be landed raw (the message says why)."""
 
 
-def storage_processors(chain: Any) -> tuple[list, list]:
-    """(processors the receiver runs, samplers it leaves to the pipeline) of a chain, in order.
-
-    Nested chains are flattened; a single processor counts as a chain of one.
-    """
-    subs = getattr(chain, "processors", None)
-    if subs is None:
-        procs = [chain]
-    else:
-        procs = [p for sub in subs for group in storage_processors(sub) for p in group]
-    samplers = [p for p in procs if getattr(p, "type_name", "") == SAMPLER_TYPE]
-    return [p for p in procs if getattr(p, "type_name", "") != SAMPLER_TYPE], samplers
+#: samplers are left to the pipeline (they must run after usage extraction); one definition
+storage_processors = split_samplers
 
 
 class ChainLander:
