@@ -14,6 +14,7 @@ reference the tests compare with), per line, on a sample of the proportional lin
 from __future__ import annotations
 
 import argparse
+import resource
 import datetime as dt
 import sys
 import time
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tenantry.cost import allocate as A  # noqa: E402
 from tenantry.cost.rules import parse_cost  # noqa: E402
 from tenantry.schemas import ATTRS, QUANTITY  # noqa: E402
+from tenantry.warehouse import Warehouse  # noqa: E402
 
 START = dt.date(2026, 11, 1)
 
@@ -77,6 +79,10 @@ def _nanos_to_decimal(nanos: np.ndarray) -> pa.Array:
         .column("a").cast(QUANTITY).combine_chunks()
 
 
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
@@ -85,6 +91,8 @@ def main() -> None:
     ap.add_argument("--services", type=int, default=20)
     ap.add_argument("--spans", type=int, default=100_000_000)
     ap.add_argument("--baseline-lines", type=int, default=2_000)
+    ap.add_argument("--max-rows", type=int, default=A.DEFAULT_MAX_ROWS, help="allocation rows per chunk")
+    ap.add_argument("--lake", default=None, help="also write each chunk as a part into this warehouse dir")
     args = ap.parse_args()
     rng = np.random.default_rng(7)
 
@@ -105,19 +113,31 @@ def main() -> None:
     drivers = con.sql("select day, tenant_id, 'requests' as driver_key, sum(requests)::decimal(38, 9) as quantity "
                       "from aggs group by all").to_arrow_table()
     t1 = time.perf_counter()
-    result = A.allocate(lines, cfg, drivers, cost_batch="bench", run_id="bench")
+    rss0 = _peak_rss_mb()
+    # stream: each chunk is checked and dropped (or written as a part), never all held at once
+    stats = A.AllocationStats()
+    sums = []
+    wh = Warehouse.open(args.lake) if args.lake else None
+    for k, chunk in enumerate(A.allocate_chunks(lines, cfg, drivers, cost_batch="bench", run_id="bench",
+                                                max_rows=args.max_rows, stats=stats)):
+        con.register("a", chunk.select(["line_id", "amount"]))
+        sums.append(con.sql("select line_id, sum(amount) as got from a group by 1").to_arrow_table())
+        con.unregister("a")
+        if wh is not None:
+            wh.write_part("cost_allocations", "bench", f"alloc-{k:05d}", chunk)
     t2 = time.perf_counter()
-
+    result_rows = stats.rows
     con.register("l", lines.select(["line_id", "amount"]))
-    con.register("a", result.table.select(["line_id", "amount"]))
-    bad = con.execute("select count(*) from (select l.line_id, any_value(l.amount) want, sum(a.amount) got "
-                  "from l join a using (line_id) group by 1) where want <> got").fetchone()[0]
-    covered = con.execute("select count(distinct line_id) from a").fetchone()[0]
+    con.register("s", pa.concat_tables(sums))
+    bad = con.execute("select count(*) from (select line_id, sum(got) got from s group by 1) x "
+                      "full join l using (line_id) where x.got is distinct from l.amount").fetchone()[0]
+    covered = con.execute("select count(distinct line_id) from s").fetchone()[0]
     alloc_s = t2 - t1
     print(f"driver rollup: {t1 - t0:.2f}s; allocation: {alloc_s:.2f}s → {lines.num_rows / alloc_s:,.0f} lines/s, "
-          f"{result.table.num_rows / alloc_s:,.0f} allocation rows/s ({result.table.num_rows:,} rows)")
+          f"{result_rows / alloc_s:,.0f} allocation rows/s ({result_rows:,} rows, max {args.max_rows:,} per chunk)")
+    print(f"peak RSS: {rss0:,.0f} MB with the inputs → {_peak_rss_mb():,.0f} MB after allocating")
     print(f"conservation: {covered:,} of {lines.num_rows:,} lines present, {bad} lines off (must be 0)")
-    print(f"by method: {result.stats['by_method']}")
+    print(f"by method: {stats.by_method}")
 
     # baseline: the same split in plain Python integers, per line, on a sample of proportional lines
     per_day = {}
@@ -130,7 +150,7 @@ def main() -> None:
         ws = per_day[r["day"]]
         A.split_exact(r["amount"], [w for _, w in ws], [t for t, _ in ws])
     py_rate = len(sample) / (time.perf_counter() - t3)
-    prop_lines = result.stats["by_method"].get("proportional", 0) / max(args.tenants, 1)
+    prop_lines = stats.by_method.get("proportional", 0) / max(args.tenants, 1)
     print(f"baseline (Python integers, per line): {py_rate:,.0f} proportional lines/s over {args.tenants} tenants")
     print(f"ratio: vectorized allocation of all {lines.num_rows:,} lines (incl. ~{prop_lines:,.0f} proportional) "
           f"is {lines.num_rows / alloc_s / py_rate:.1f}x the baseline's per-line rate")

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from tenantry.conventions import TENANT_ID_RE
 from tenantry.cost.drivers import DRIVER_SCHEMA, rule_key
 from tenantry.cost.rules import CostConfig, Rule
-from tenantry.cost.split import decimal_to_int64, int64_to_decimal, split_exact, split_int64
+from tenantry.cost.split import decimal_unscaled, split_exact, split_units, unscaled_to_decimal
 from tenantry.cost.split import nanos as _nanos
 from tenantry.schemas import PLATFORM, QUANTITY, UNATTRIBUTED, CostReason, conform
 
@@ -120,16 +120,16 @@ def _split(con: duckdb.DuckDBPyConnection, shares: pa.Table, unit: Decimal) -> p
 
 
 def _split_numpy(shares: pa.Table, unit: Decimal) -> pa.Table | None:
-    """The split in int64 numpy when every product fits; None otherwise (then DuckDB's 128 bits)."""
-    amount = decimal_to_int64(shares.column("amount"))
-    weight = decimal_to_int64(shares.column("weight"))
+    """The split in numpy (see :func:`split_units`); None when it declines (then DuckDB's 128 bits)."""
+    amount = decimal_unscaled(shares.column("amount"))
+    weight = decimal_unscaled(shares.column("weight"))
     if amount is None or weight is None:
         return None
     line = shares.column("_i").to_numpy()
-    got = split_int64(line, amount, weight, shares.column("tenant_id"), _nanos(unit))
+    got = split_units(line, amount, weight, shares.column("tenant_id"), _nanos(unit))
     if got is None:
         return None
-    out = shares.select(_SHARE_COLS[:-1]).append_column("amount", int64_to_decimal(got, QUANTITY))
+    out = shares.select(_SHARE_COLS[:-1]).append_column("amount", unscaled_to_decimal(got, QUANTITY))
     return out.append_column("reason", pa.nulls(out.num_rows, pa.string())).cast(_rows_schema())
 
 

@@ -71,6 +71,23 @@ def _write(wh: Warehouse, table: str, run_id: str, data: pa.Table) -> None:
         wh.write_part(table, run_id, f"part-{i:04d}", data.slice(start, PART_ROWS))
 
 
+def write_allocations(wh: Warehouse, run_id: str, lines: pa.Table, cost_cfg: rules.CostConfig, drivers: pa.Table,
+                      *, catalog: list[str], cost_batch: str, allocated_at: dt.datetime,
+                      max_rows: int = alloc_mod.DEFAULT_MAX_ROWS) -> dict:
+    """Allocate ``lines`` chunk by chunk, writing each chunk as the part ``alloc-<chunk>`` of
+    ``cost_allocations`` in ``run_id`` (uncommitted: the caller commits). Returns the stats.
+
+    Only one chunk of allocation rows (about ``max_rows``) is in memory at a time; the same
+    input and ``max_rows`` give the same part names, so a redone run overwrites its parts.
+    """
+    stats = alloc_mod.AllocationStats()
+    chunks = alloc_mod.allocate_chunks(lines, cost_cfg, drivers, catalog=catalog, cost_batch=cost_batch,
+                                       run_id=run_id, allocated_at=allocated_at, max_rows=max_rows, stats=stats)
+    for k, chunk in enumerate(chunks):
+        wh.write_part("cost_allocations", run_id, f"alloc-{k:05d}", chunk)
+    return stats.as_dict()
+
+
 def _cost_lines(parsed: readers.Parsed, f: readers.CostFile, batch: str, now: dt.datetime) -> pa.Table:
     t = parsed.lines
     n = t.num_rows
@@ -106,14 +123,13 @@ def ingest(wh: Warehouse | str | Path, paths: list[str], cfg: Any = None) -> Ing
             run_id = f"cost-{f.sha256[:24]}"
             lines = _cost_lines(parsed, f, batch, now)
             drivers, warnings = _measure(wh, cost_cfg, catalog, lines)
-            result = alloc_mod.allocate(lines, cost_cfg, drivers, catalog=catalog, cost_batch=batch,
-                                        run_id=run_id, allocated_at=now)
             key = _allocation_key(batch, cost_cfg, catalog, drivers)
             _write(wh, "cost_lines", run_id, lines)
-            _write(wh, "cost_allocations", run_id, result.table)
+            stats = write_allocations(wh, run_id, lines, cost_cfg, drivers, catalog=catalog, cost_batch=batch,
+                                      allocated_at=now)
             summary = {"source_key": f.key, "format": parsed.source_format, **parsed.stats,
                        "cost_batch": batch, "allocation_key": key,
-                       "allocations": result.stats, "total": str(pc.sum(lines.column("amount")).as_py() or 0)}
+                       "allocations": stats, "total": str(pc.sum(lines.column("amount")).as_py() or 0)}
             wh.commit(run_id, [batch], summary)
             done.add(batch)
             report.ingested.append({"run_id": run_id, **summary})
@@ -180,11 +196,10 @@ def reallocate(wh: Warehouse | str | Path, cfg: Any = None) -> IngestReport:
                     report.skipped.append(batch)
                     continue
                 now = dt.datetime.now(dt.timezone.utc)
-                result = alloc_mod.allocate(lines, cost_cfg, drivers, catalog=catalog, cost_batch=batch,
-                                            run_id=run_id, allocated_at=now)
-                _write(wh, "cost_allocations", run_id, result.table)
-                wh.commit(run_id, [], {"cost_batch": batch, "allocation_key": key, "allocations": result.stats})
-                report.ingested.append({"run_id": run_id, "cost_batch": batch, "allocations": result.stats})
+                stats = write_allocations(wh, run_id, lines, cost_cfg, drivers, catalog=catalog, cost_batch=batch,
+                                          allocated_at=now)
+                wh.commit(run_id, [], {"cost_batch": batch, "allocation_key": key, "allocations": stats})
+                report.ingested.append({"run_id": run_id, "cost_batch": batch, "allocations": stats})
                 report.warnings += warnings
         finally:
             con.close()

@@ -1,14 +1,14 @@
 """The exact largest-remainder split, in three equivalent implementations.
 
 * :func:`split_exact` — the reference, one line at a time in Python integers;
-* :func:`split_int64` — vectorized over many lines in numpy ``int64``; used whenever every
-  product fits 63 bits (after dividing the weights by their common factor, which changes
-  neither the floors nor the order of the remainders);
-* the DuckDB 128-bit query in :mod:`tenantry.cost.allocate` for larger products, which falls back to
-  the reference past 128 bits.
+* :func:`split_units` — vectorized over many lines in numpy: ``int64`` whenever every product
+  fits 63 bits (after dividing the weights by their common factor, which changes neither the
+  floors nor the order of the remainders), exact Python ints in numpy arrays otherwise;
+* the DuckDB 128-bit query in :mod:`tenantry.cost.allocate`, kept for lines numpy declines
+  (weights summing past 2**124), which falls back to the reference past 128 bits.
 
 All three give the same shares (the tests compare them). ``decimal(38, 9)`` columns are moved in
-and out of ``int64`` nano-units by reinterpreting the 128-bit buffer, never through Python
+and out of nano-units by reinterpreting the 128-bit buffer, never through Python
 ``Decimal`` objects: that conversion was most of the cost of the split.
 """
 
@@ -50,8 +50,9 @@ def nanos(d: Decimal) -> int:
     return num * NANO // den
 
 
-def decimal_to_int64(col: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
-    """The unscaled integers of a non-null ``decimal128`` column, or None if one needs more than 64 bits."""
+def decimal_unscaled(col: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """The unscaled integers of a non-null ``decimal128`` column: ``int64`` when they all fit,
+    else Python ints (object array, exact at any size); None if it has nulls."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if arr.null_count:
         return None
@@ -61,18 +62,31 @@ def decimal_to_int64(col: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
     words = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=2 * (arr.offset + n))[2 * arr.offset:]
     lo, hi = words[0::2], words[1::2]
     # little-endian two's complement: the value fits int64 iff the high word is the low word's sign
-    if not np.array_equal(hi, lo >> 63):
-        return None
-    return lo.copy()
+    if np.array_equal(hi, lo >> 63):
+        return lo.copy()
+    return hi.astype(object) * 2**64 + lo.view(np.uint64).astype(object)
 
 
-def int64_to_decimal(values: np.ndarray, type_: pa.DataType) -> pa.Array:
-    """``values`` as the unscaled integers of a ``decimal128`` array (no arithmetic, no objects)."""
-    values = np.ascontiguousarray(values, dtype=np.int64)
+def unscaled_to_decimal(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """Unscaled integers (``int64`` or Python ints that fit 128 bits) as a ``decimal128`` array,
+    built from the raw words: no arithmetic, no Decimal objects."""
     words = np.empty(2 * len(values), dtype=np.int64)
-    words[0::2] = values
-    words[1::2] = values >> 63
+    if values.dtype == object:
+        lo = values & (2**64 - 1)
+        words[0::2] = lo.astype(np.uint64).view(np.int64)
+        words[1::2] = (values >> 64).astype(np.int64)
+    else:
+        values = np.ascontiguousarray(values, dtype=np.int64)
+        words[0::2] = values
+        words[1::2] = values >> 63
     return pa.Array.from_buffers(type_, len(values), [None, pa.py_buffer(words)])
+
+
+def _limbs(v: np.ndarray) -> list[np.ndarray]:
+    """Sort keys equivalent to ``v`` (non-negative, below 2**124), most significant last."""
+    if v.dtype != object:
+        return [v]
+    return [(v & (2**62 - 1)).astype(np.int64), (v >> 62).astype(np.int64)]
 
 
 def _tenant_codes(col: pa.ChunkedArray) -> np.ndarray:
@@ -84,10 +98,15 @@ def _tenant_codes(col: pa.ChunkedArray) -> np.ndarray:
     return np.where(idx < 0, -1, rank[np.maximum(idx, 0)])
 
 
-def split_int64(line: np.ndarray, amount: np.ndarray, weight: np.ndarray, tenant: pa.ChunkedArray,
+def split_units(line: np.ndarray, amount: np.ndarray, weight: np.ndarray, tenant: pa.ChunkedArray,
                 unit: int) -> np.ndarray | None:
     """Signed share amounts in nano-units for share rows (``line`` index, the line's ``amount`` in
-    nanos, ``weight``), in the input order, or None when a product could overflow 63 bits."""
+    nanos, ``weight``), in the input order; None if a weight is negative or a line's weights sum
+    to 2**124 or more (the caller's general path then reports or handles it).
+
+    Runs in ``int64`` when every product fits 63 bits, else in exact Python ints held by numpy
+    (about 10x slower per row, still vectorized over lines).
+    """
     n = len(line)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -96,31 +115,34 @@ def split_int64(line: np.ndarray, amount: np.ndarray, weight: np.ndarray, tenant
     g = int(np.gcd.reduce(weight))
     if g == 0:
         return None
+    # a common factor of all weights changes neither the floors nor the order of the remainders
     w = weight // g if g > 1 else weight.copy()
     order = np.argsort(line, kind="stable")
     ls = line[order]
     starts = np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]])
     sizes = np.diff(np.r_[starts, n])
     wmax, amax = int(w.max()), int(np.abs(amount).max())
-    # every intermediate below is bounded by units * w or by the line's weight total
-    if amax // unit * wmax > _I63 or wmax * int(sizes.max()) > _I63 or amax >= _I63:
-        return None
+    wide = amax // unit * wmax > _I63 or wmax * int(sizes.max()) > _I63 or amax >= _I63
+    if wide:
+        w, amount = w.astype(object), amount.astype(object)
     ws = w[order]
     total = np.add.reduceat(ws, starts)
-    if total.min() <= 0:
-        return None  # a line without weight: the caller's general path reports it
+    if total.min() <= 0 or int(total.max()) >= 2**124:
+        return None
     a = amount[order][starts]
-    units, dust = np.divmod(np.abs(a), unit)
+    mag = np.abs(a)
+    units, dust = mag // unit, mag % unit
     units_r, total_r = np.repeat(units, sizes), np.repeat(total, sizes)
     base = units_r * ws // total_r
     rem = units_r * ws % total_r
     leftover = units - np.add.reduceat(base, starts)
     # rank inside each line: largest remainder, then larger weight, then smaller tenant id
-    rank_order = np.lexsort((_tenant_codes(tenant)[order], -ws, -rem, ls))
+    keys = [_tenant_codes(tenant)[order]] + [-k for k in _limbs(ws)] + [-k for k in _limbs(rem)] + [ls]
+    rank_order = np.lexsort(keys)
     rank = np.empty(n, dtype=np.int64)
     rank[rank_order] = np.arange(n) - np.repeat(starts, sizes)
     share = (base + (rank < np.repeat(leftover, sizes))) * unit + np.where(rank == 0, np.repeat(dust, sizes), 0)
     share = np.where(np.repeat(a, sizes) < 0, -share, share)
-    out = np.empty(n, dtype=np.int64)
+    out = np.empty(n, dtype=share.dtype)
     out[order] = share
     return out

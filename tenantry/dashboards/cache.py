@@ -119,7 +119,7 @@ class Snapshot:
                     continue
                 if wanted is not None and mart not in wanted:
                     continue
-                part = src.execute(f'select * from "{mart}" where tenant_id = ?', [tenant]).arrow()  # noqa: F841
+                part = src.sql(f'select * from "{mart}" where tenant_id = ?', params=[tenant]).to_arrow_table()  # noqa: F841
                 con.execute(f'create table main."{mart}" as select * from part')
         finally:
             src.close()

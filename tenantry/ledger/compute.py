@@ -36,11 +36,34 @@ _PERIOD_START = (
     "else date_trunc('day', {t}) end"
 )
 _PERIOD_LEN = "case {p} when 'hour' then interval 1 hour when 'month' then interval 1 month else interval 1 day end"
-# canonical JSON of the kept dimensions: keys sorted, JSON-escaped, "{}" when none
-_DIMS_KEY = (
-    "'{' || array_to_string(list_transform(ents, lambda x: to_json(x.key)::varchar || ':' || "
-    "coalesce(to_json(x.value)::varchar, 'null')), ',') || '}'"
-)
+def _dims_key_sql(con: duckdb.DuckDBPyConnection) -> tuple[str, dict]:
+    """SQL for ``dimensions_key`` (over columns ``group_by`` and ``dimensions``) and its parameters.
+
+    The key is the canonical JSON of the kept dimensions: ``{"k1":"v1","k2":null}`` with the
+    declared names present in the map, sorted by name (UTF-8 byte order, as DuckDB sorts), values
+    JSON-escaped; ``{}`` when none is kept. One branch per distinct ``group_by`` list, built from
+    the meters: a direct lookup per declared name is far cheaper than filtering and sorting
+    every map's entries. Names go in as parameters, so any meter or dimension name is safe.
+    """
+    lists = [r[0] for r in con.execute(
+        "select distinct group_by from meters where len(group_by) > 0 order by group_by").fetchall()]
+    params: dict = {}
+    branches = []
+    for i, names in enumerate(lists):
+        params[f"gb_{i}"] = names
+        pieces = []
+        for j, name in enumerate(sorted(set(names), key=lambda n: n.encode())):
+            k = f"gb_{i}_{j}"
+            params[k] = name
+            pieces.append(f"case when map_contains(dimensions, ${k}) then to_json(${k})::varchar || ':' || "
+                          f"coalesce(to_json(dimensions[${k}])::varchar, 'null') end")
+        branches.append(f"when group_by = $gb_{i} then '{{' || concat_ws(',', {', '.join(pieces)}) || '}}'")
+    if not branches:
+        return "'{}'", params
+    return f"case when len(group_by) = 0 then '{{}}' {' '.join(branches)} end", params
+
+_ACCEPTED_COLS = ("event_id, tenant_id, meter, aggregation, unit_out, time, t_utc, period, source, trace_id, "
+                  "span_id, quantity, dimensions_key")
 
 METERS_SCHEMA = pa.schema([
     ("name", pa.string()), ("unit", pa.string()), ("aggregation", pa.string()), ("period", pa.string()),
@@ -70,7 +93,11 @@ def meters_table(meters) -> pa.Table:
 
 def compute(con: duckdb.DuckDBPyConnection, st: LedgerSettings, now: dt.datetime, run_id: str,
             pipeline_version: str) -> Computed:
-    """Run the ledger rules; leaves view ``accepted_index`` on ``con`` for the caller to stream."""
+    """Run the ledger rules; leaves view ``accepted_index`` on ``con`` for the caller to stream.
+
+    The index rows come in no particular order (sorting them cost more than the rest of the
+    index): readers select by (tenant_id, event_id) or by entry, never by position.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     params = {
@@ -79,6 +106,7 @@ def compute(con: duckdb.DuckDBPyConnection, st: LedgerSettings, now: dt.datetime
         "window": dt.timedelta(days=st.dedup_window_days), "grace": st.grace_period,
     }
     con.execute("set TimeZone = 'UTC'")
+    dims_key, dims_params = _dims_key_sql(con)
     # one slim pass over the events: dimension maps become their canonical key here, and only a
     # quarantined event keeps its raw form (DuckDB evaluates CASE branches on the selected rows only)
     con.execute(f"""
@@ -97,37 +125,36 @@ def compute(con: duckdb.DuckDBPyConnection, st: LedgerSettings, now: dt.datetime
                    end as reason
             from new_events ev left join meters m on m.name = ev.meter
         ),
-        keyed as (
-            select *, case when len(group_by) = 0 then []
-                           else list_sort(list_filter(map_entries(coalesce(dimensions, map())),
-                                                      lambda x: list_contains(group_by, x.key))) end as ents
-            from e
-        )
-        select event_id, tenant_id, meter, quantity, time, t_utc, source, service_name, trace_id, span_id,
-               ingest_batch, declared, period, aggregation, unit_out, reason,
-               case when len(ents) = 0 then '{{}}' else {_DIMS_KEY} end as dimensions_key,
+        select event_id, tenant_id, hash(tenant_id, event_id) as h, meter, quantity, time, t_utc, source,
+               service_name, trace_id, span_id, ingest_batch, declared, period, aggregation, unit_out, reason,
+               {dims_key} as dimensions_key,
                case when reason is not null then
                    to_json({{'event_id': event_id, 'meter': meter, 'quantity': quantity::varchar,
                              'time': time::varchar, 'dimensions': dimensions, 'source': source}})::varchar
                end as raw
-        from keyed
-    """, {k: params[k] for k in ("now", "strict", "max_past", "max_future")})
+        from e
+    """, {**{k: params[k] for k in ("now", "strict", "max_past", "max_future")}, **dims_params})
     # first occurrence per (tenant, event_id) within the run (earliest time, then a fixed
-    # tie-break); only ids seen more than once need ordering, the rest pass through a hash
-    # anti-join. Then drop ids the committed index already holds within the window.
+    # tie-break). Grouping on a 64-bit hash of the id finds the candidates cheaply: an id seen
+    # more than once always has a hash seen more than once, so every row outside `repeated` is
+    # the only delivery of its id; the candidates (true repeats plus rare hash collisions) are
+    # then ordered by their exact (tenant_id, event_id). Then drop ids the committed index already
+    # holds within the window.
+    con.execute("""
+        create or replace temp table repeated as
+        select h from classified where reason is null group by h having count(*) > 1
+    """)
     con.execute(f"""
         create or replace temp table accepted as
-        with valid as (select * from classified where reason is null),
-        repeated as (
-            select tenant_id, event_id from valid group by tenant_id, event_id having count(*) > 1
-        ),
-        firsts as (
-            select * from valid anti join repeated using (tenant_id, event_id)
-            union all by name
-            select * from (select * from valid semi join repeated using (tenant_id, event_id))
-            qualify row_number() over (partition by tenant_id, event_id
-                                       order by time, meter, quantity, source, ingest_batch, service_name,
-                                                dimensions_key, trace_id, span_id) = 1
+        with firsts as (
+            -- only the columns the rest needs: each branch copies every row it keeps
+            select {_ACCEPTED_COLS} from classified anti join repeated using (h) where reason is null
+            union all
+            select {_ACCEPTED_COLS} from (
+                select * from classified semi join repeated using (h) where reason is null
+                qualify row_number() over (partition by tenant_id, event_id
+                                           order by time, meter, quantity, source, ingest_batch, service_name,
+                                                    dimensions_key, trace_id, span_id) = 1)
         ),
         seen as (
             select distinct tenant_id, event_id from hist_index where time >= $now - $window
@@ -140,15 +167,23 @@ def compute(con: duckdb.DuckDBPyConnection, st: LedgerSettings, now: dt.datetime
                dimensions_key
         from kept
     """, {k: params[k] for k in ("now", "window")})
+    # the (time, event_id) keys of `latest` cost a struct per accepted row: only when a meter needs them
+    has_latest = con.execute("select count(*) from meters where aggregation = 'latest'").fetchone()[0] > 0
+    latest_aggs = latest_case = ""
+    if has_latest:
+        latest_aggs = """,
+                   arg_max(quantity, (time, event_id)) filter (where aggregation = 'latest') as q_latest,
+                   max((time, event_id)) filter (where aggregation = 'latest') as latest_key"""
+        latest_case = """                        when 'latest' then case when h.h_latest_key is null or n.latest_key > h.h_latest_key
+                                                then n.q_latest else h.h_latest end
+"""
     con.execute(f"""
         create or replace temp table entries as
         with new as (
             select tenant_id, meter, period_start, dimensions_key, any_value(period_end) as period_end,
                    any_value(aggregation) as aggregation, min(unit_out) as unit,
                    sum(quantity) as q_sum, count(*) as n,
-                   max(quantity) filter (where aggregation = 'max') as q_max,
-                   arg_max(quantity, (time, event_id)) filter (where aggregation = 'latest') as q_latest,
-                   max((time, event_id)) filter (where aggregation = 'latest') as latest_key
+                   max(quantity) filter (where aggregation = 'max') as q_max{latest_aggs}
             from accepted group by tenant_id, meter, period_start, dimensions_key
         ),
         prev as (
@@ -171,9 +206,7 @@ def compute(con: duckdb.DuckDBPyConnection, st: LedgerSettings, now: dt.datetime
                    n.dimensions_key::json::map(varchar, varchar) as dimensions, n.dimensions_key,
                    (case n.aggregation
                         when 'max' then greatest(n.q_max, coalesce(h.h_max, n.q_max))
-                        when 'latest' then case when h.h_latest_key is null or n.latest_key > h.h_latest_key
-                                                then n.q_latest else h.h_latest end
-                        else n.q_sum + coalesce(p.balance, 0)
+{latest_case}                        else n.q_sum + coalesce(p.balance, 0)
                     end - coalesce(p.balance, 0))::decimal(38, 9) as quantity,
                    n.unit, n.n as event_count, (coalesce(p.max_rev, 0) + 1)::integer as revision,
                    case when n.period_end + $grace <= $now_utc then 'adjustment' else 'usage' end as kind,
@@ -193,7 +226,6 @@ def compute(con: duckdb.DuckDBPyConnection, st: LedgerSettings, now: dt.datetime
         select a.tenant_id, a.event_id, a.meter, a.period_start, a.dimensions_key, e.entry_id, a.quantity,
                a.time, a.source, a.trace_id, a.span_id, e.ingest_batch
         from accepted a join entries e using (tenant_id, meter, period_start, dimensions_key)
-        order by a.tenant_id, a.event_id
     """)
     entries = con.sql(
         "select * from entries order by tenant_id, meter, period_start, dimensions_key"
@@ -210,14 +242,16 @@ def compute(con: duckdb.DuckDBPyConnection, st: LedgerSettings, now: dt.datetime
         from classified where reason is not null
         order by tenant_id, event_id, time
     """).to_arrow_table()
+    # distinct ids = valid rows minus the extra copies, which only candidate rows can be
     counts = dict(zip(
-        ("events_in", "valid", "accepted", "distinct"),
+        ("events_in", "valid", "accepted", "candidates", "candidate_ids"),
         con.execute("select (select count(*) from classified), "
                     "(select count(*) from classified where reason is null), "
                     "(select count(*) from accepted), "
-                    "(select count(*) from (select distinct tenant_id, event_id from classified "
-                    "where reason is null))").fetchone(),
+                    "count(*), count(distinct (tenant_id, event_id)) "
+                    "from classified semi join repeated using (h) where reason is null").fetchone(),
     ))
+    counts["distinct"] = counts["valid"] - (counts.pop("candidates") - counts.pop("candidate_ids"))
     counts["duplicates_in_run"] = counts["valid"] - counts["distinct"]
     counts["duplicates_history"] = counts.pop("distinct") - counts["accepted"]
     undeclared = [r[0] for r in con.execute(

@@ -130,8 +130,10 @@ def update_for_run(wh: Warehouse, run_id: str, cfg: Config, now: dt.datetime,
 
 
 def _chunks(reader: pa.RecordBatchReader, rows: int):
-    """Re-slice the reader into tables of exactly ``rows`` rows (the last one shorter), so part
-    boundaries depend on the data only, not on DuckDB's batch sizes."""
+    """Re-slice the reader into tables of exactly ``rows`` rows (the last one shorter), so the
+    number of parts depends on the row count only, not on DuckDB's batch sizes. Which rows land in
+    which part may differ between attempts (the index is not sorted); a re-run clears every part
+    of the earlier attempt first, so that is harmless."""
     pending: list[pa.RecordBatch] = []
     size = 0
     for batch in reader:
