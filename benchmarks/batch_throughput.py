@@ -42,7 +42,8 @@ def _child(code: str, *args: str) -> dict:
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    # the child's result is its last JSON line (libraries may print before it)
+    res = next(json.loads(line) for line in reversed(out.stdout.strip().splitlines()) if line.startswith("{"))
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     res["peak_rss_mib"] = max(after, before) / 1024 if after > before else None
     return res
@@ -106,6 +107,7 @@ with beam.Pipeline(runner=FnApiRunner()) as p:
        | beam.Filter(lambda r: r['kind'] in ('server', 'consumer'))
        | beam.Map(lambda r: ((r['start_time'] // 3_600_000_000_000, r['tenant_id'], r['service_name']), r))
        | beam.CombinePerKey(Stats()) | beam.Map(lambda kv: None))
+print()
 print(json.dumps({"seconds": time.perf_counter() - t, "spans": len(data)}))
 """
 
