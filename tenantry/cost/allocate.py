@@ -19,8 +19,14 @@ Exact splitting (largest remainder, a.k.a. Hamilton's method), all in integers:
    split like charges).
 
 So ``sum(shares) == A`` for every line by construction; the tests check it line by line. The
-arithmetic runs in DuckDB on 128-bit integers (vectorized); if a product would overflow 128 bits
-the same algorithm runs in Python integers instead (:func:`split_exact`).
+arithmetic runs vectorized in numpy (``tenantry.cost.split``: int64 when products fit, exact
+Python ints otherwise), with DuckDB's 128-bit query and the one-line reference
+(:func:`split_exact`) behind it for what numpy declines.
+
+Memory stays flat: :func:`allocate_chunks` takes the lines in chunks sized so that one chunk
+yields at most ``max_rows`` allocation rows (``DEFAULT_MAX_ROWS``), and shared lines, whose
+spread basis is the cost allocated over *all* lines, are allocated last from a running basis
+(days × tenants, never lines). :func:`allocate` concatenates the chunks for small inputs.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tenantry.conventions import TENANT_ID_RE
+from tenantry.cost.basis import add_basis, max_per_day, sum_basis
 from tenantry.cost.drivers import DRIVER_SCHEMA, rule_key
 from tenantry.cost.rules import CostConfig, Rule
 from tenantry.cost.split import decimal_unscaled, split_exact, split_units, unscaled_to_decimal
@@ -257,7 +264,7 @@ def allocate_chunks(lines: pa.Table, cfg: CostConfig, drivers: pa.Table | None =
             first = pa.concat_tables([_direct(con, cfg, catalog), _unassigned(con, blocked),
                                       _split(con, pa.concat_tables(shares), cfg.allocation_unit)])
             if shared_idx and cfg.shared_policy == "spread":
-                basis_parts = _add_basis(con, basis_parts, first)
+                basis_parts = add_basis(con, basis_parts, first)
         finally:
             con.close()
         took = np.flatnonzero(np.isin(assigned, shared_idx))
@@ -267,8 +274,8 @@ def allocate_chunks(lines: pa.Table, cfg: CostConfig, drivers: pa.Table | None =
     if not shared_idx or not n:
         return
     at, rule_of = np.concatenate(shared_at), np.concatenate(shared_rule)
-    basis = _sum_basis(basis_parts, final=True)
-    step = max(1, max_rows // max(1, _max_per_day(basis)))
+    basis = sum_basis(basis_parts, final=True)
+    step = max(1, max_rows // max(1, max_per_day(basis)))
     for start in range(0, len(at), step):
         chunk = lines.take(pa.array(at[start:start + step]))
         con = _open(chunk, None)
@@ -306,7 +313,7 @@ def _open(chunk: pa.Table, drivers: pa.Table | None) -> duckdb.DuckDBPyConnectio
             select _i, line_id, day, service, category, tenant_tag, tags, amount, currency,
                    day as w_start,
                    greatest(day + 1, ((charge_period_end - interval 1 microsecond) at time zone 'UTC')::date + 1) as w_end
-            from lines_in order by _i""")
+            from lines_in""")  # no order by: every reader joins on _i or orders itself
         con.unregister("lines_in")
         if drivers is not None:
             con.register("D", drivers)
@@ -320,43 +327,6 @@ def _open(chunk: pa.Table, drivers: pa.Table | None) -> duckdb.DuckDBPyConnectio
         con.close()
         raise
     return con
-
-
-_BASIS_SCHEMA = pa.schema([("day", pa.date32()), ("currency", pa.string()), ("tenant_id", pa.string()),
-                           ("cost", pa.decimal128(38, 9))])
-
-
-def _add_basis(con, parts: list[pa.Table], first: pa.Table) -> list[pa.Table]:
-    """Add this chunk's cost per (day, currency, tenant) to the running basis of shared lines."""
-    con.register("F", first)
-    part = con.sql("select day, currency, tenant_id, sum(amount) as cost from F "
-                   "where tenant_id is not null and tenant_id not in ($p, $u) group by all",
-                   params={"p": PLATFORM, "u": UNATTRIBUTED}).to_arrow_table().cast(_BASIS_SCHEMA)
-    con.unregister("F")
-    parts = parts + [part]
-    # fold now and then: the basis is days × tenants, never lines
-    return [_sum_basis(parts, final=False)] if len(parts) >= 32 else parts
-
-
-def _sum_basis(parts: list[pa.Table], final: bool) -> pa.Table:
-    if not parts:
-        return _BASIS_SCHEMA.empty_table()
-    con = duckdb.connect(":memory:")
-    try:
-        con.register("P", pa.concat_tables(parts))
-        # only the total decides who gets a share: a tenant's credits in one chunk offset its charges in another
-        having = "having sum(cost) > 0" if final else ""
-        return con.sql(f"select day, currency, tenant_id, sum(cost) as cost from P group by all {having}") \
-            .to_arrow_table().cast(_BASIS_SCHEMA)
-    finally:
-        con.close()
-
-
-def _max_per_day(basis: pa.Table) -> int:
-    if basis.num_rows == 0:
-        return 1
-    return max(c for c in pc.value_counts(pc.binary_join_element_wise(
-        basis.column("day").cast(pa.string()), basis.column("currency"), "|")).field("counts").to_pylist())
 
 
 def _assign(con, lines: pa.Table, cfg: CostConfig, catalog: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -117,7 +117,7 @@ def split_units(line: np.ndarray, amount: np.ndarray, weight: np.ndarray, tenant
         return None
     # a common factor of all weights changes neither the floors nor the order of the remainders
     w = weight // g if g > 1 else weight.copy()
-    order = np.argsort(line, kind="stable")
+    order = np.argsort(line)  # grouping only: order inside a line is decided by _ranks
     ls = line[order]
     starts = np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]])
     sizes = np.diff(np.r_[starts, n])
@@ -136,13 +136,46 @@ def split_units(line: np.ndarray, amount: np.ndarray, weight: np.ndarray, tenant
     base = units_r * ws // total_r
     rem = units_r * ws % total_r
     leftover = units - np.add.reduceat(base, starts)
-    # rank inside each line: largest remainder, then larger weight, then smaller tenant id
-    keys = [_tenant_codes(tenant)[order]] + [-k for k in _limbs(ws)] + [-k for k in _limbs(rem)] + [ls]
-    rank_order = np.lexsort(keys)
-    rank = np.empty(n, dtype=np.int64)
-    rank[rank_order] = np.arange(n) - np.repeat(starts, sizes)
+    rank = _ranks(ls, starts, sizes, rem, ws, tenant, order)
     share = (base + (rank < np.repeat(leftover, sizes))) * unit + np.where(rank == 0, np.repeat(dust, sizes), 0)
     share = np.where(np.repeat(a, sizes) < 0, -share, share)
     out = np.empty(n, dtype=share.dtype)
     out[order] = share
     return out
+
+
+def _ranks(ls: np.ndarray, starts: np.ndarray, sizes: np.ndarray, rem: np.ndarray, ws: np.ndarray,
+           tenant: pa.ChunkedArray, order: np.ndarray) -> np.ndarray:
+    """Each row's rank inside its line (rows grouped by line): largest remainder first, then the
+    larger weight, then the smaller tenant id.
+
+    One sort on (line, remainder) packed in an int64 when it fits; only the lines where two
+    remainders tie are sorted again on every key (a 5-key lexsort of all rows was most of the split).
+    """
+    n = len(ls)
+    group_start = np.repeat(starts, sizes)
+    rank = np.empty(n, dtype=np.int64)
+    rmax = int(rem.max()) if n else 0
+    if rem.dtype != object and (int(ls[-1]) + 1) * (rmax + 1) <= _I63:
+        packed = ls * (rmax + 1) + (rmax - rem)
+        by_rem = np.argsort(packed)  # equal keys are re-ranked below, so no need for stable
+        rank[by_rem] = np.arange(n) - group_start
+        p = packed[by_rem]
+        tie = np.flatnonzero(p[1:] == p[:-1])
+        if len(tie) == 0:
+            return rank
+        tied_lines = np.unique(ls[by_rem][tie])
+        sub = np.flatnonzero(np.isin(ls, tied_lines))
+        primary = [packed[sub]]  # (line, remainder) is still one key
+    else:
+        sub = np.arange(n)
+        primary = [-k for k in _limbs(rem)] + [ls]
+    # full keys for the lines that need them (sub keeps rows grouped by line, in line order)
+    ls_s = ls[sub]
+    sub_starts = np.flatnonzero(np.r_[True, ls_s[1:] != ls_s[:-1]])
+    keys = [_tenant_codes(tenant.take(pa.array(order[sub])))] + [-k for k in _limbs(ws[sub])] + primary
+    rank_order = np.lexsort(keys)
+    sub_rank = np.empty(len(sub), dtype=np.int64)
+    sub_rank[rank_order] = np.arange(len(sub)) - np.repeat(sub_starts, np.diff(np.r_[sub_starts, len(sub)]))
+    rank[sub] = sub_rank
+    return rank

@@ -62,9 +62,6 @@ def _dims_key_sql(con: duckdb.DuckDBPyConnection) -> tuple[str, dict]:
         return "'{}'", params
     return f"case when len(group_by) = 0 then '{{}}' {' '.join(branches)} end", params
 
-_ACCEPTED_COLS = ("event_id, tenant_id, meter, aggregation, unit_out, time, t_utc, period, source, trace_id, "
-                  "span_id, quantity, dimensions_key")
-
 METERS_SCHEMA = pa.schema([
     ("name", pa.string()), ("unit", pa.string()), ("aggregation", pa.string()), ("period", pa.string()),
     ("group_by", pa.list_(pa.string())),
@@ -144,29 +141,31 @@ def compute(con: duckdb.DuckDBPyConnection, st: LedgerSettings, now: dt.datetime
         create or replace temp table repeated as
         select h from classified where reason is null group by h having count(*) > 1
     """)
+    # Only the rows to drop are materialized (row ids: later copies, and ids already counted);
+    # `accepted` stays a view over `classified`, because copying the kept rows (nearly all of
+    # them, many strings each) cost more than scanning them again for entries and index.
+    con.execute("""
+        create or replace temp table dropped as
+        select rid from (
+            select rowid as rid, * from classified semi join repeated using (h) where reason is null
+            qualify row_number() over (partition by tenant_id, event_id
+                                       order by time, meter, quantity, source, ingest_batch, service_name,
+                                                dimensions_key, trace_id, span_id) > 1)
+        union
+        select rid from (select rowid as rid, tenant_id, event_id from classified where reason is null)
+        semi join (select distinct tenant_id, event_id from hist_index where time >= $now - $window)
+            using (tenant_id, event_id)
+    """, {k: params[k] for k in ("now", "window")})
     con.execute(f"""
-        create or replace temp table accepted as
-        with firsts as (
-            -- only the columns the rest needs: each branch copies every row it keeps
-            select {_ACCEPTED_COLS} from classified anti join repeated using (h) where reason is null
-            union all
-            select {_ACCEPTED_COLS} from (
-                select * from classified semi join repeated using (h) where reason is null
-                qualify row_number() over (partition by tenant_id, event_id
-                                           order by time, meter, quantity, source, ingest_batch, service_name,
-                                                    dimensions_key, trace_id, span_id) = 1)
-        ),
-        seen as (
-            select distinct tenant_id, event_id from hist_index where time >= $now - $window
-        ),
-        kept as (select * from firsts anti join seen using (tenant_id, event_id))
+        create or replace temp view accepted as
         select event_id, tenant_id, meter, aggregation, unit_out, time, source, trace_id, span_id,
                case when aggregation = 'count' then 1::decimal(38, 9) else quantity end as quantity,
                {_PERIOD_START.format(p='period', t='t_utc')} as period_start,
                {_PERIOD_START.format(p='period', t='t_utc')} + {_PERIOD_LEN.format(p='period')} as period_end,
                dimensions_key
-        from kept
-    """, {k: params[k] for k in ("now", "window")})
+        from (select rowid as rid, * from classified where reason is null) c
+        anti join dropped using (rid)
+    """)
     # the (time, event_id) keys of `latest` cost a struct per accepted row: only when a meter needs them
     has_latest = con.execute("select count(*) from meters where aggregation = 'latest'").fetchone()[0] > 0
     latest_aggs = latest_case = ""
