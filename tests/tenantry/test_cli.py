@@ -1,0 +1,77 @@
+"""The command line: every command has help and is documented; bad arguments get clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from tenantry.cli import main
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, cmd in sorted(group.commands.items()):
+        yield prefix + (name,), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, prefix + (name,))
+
+
+ALL = list(_commands(main))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in ALL], ids=" ".join)
+def test_every_command_has_help(path):
+    res = CliRunner().invoke(main, [*path, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage:" in res.output and len(res.output.splitlines()) > 3
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_every_top_level_command_is_in_the_readme(name):
+    assert f"tenantry {name}" in README
+
+
+def test_query_on_a_missing_warehouse_says_what_to_do(tmp_path):
+    res = CliRunner().invoke(main, ["query", "--warehouse", str(tmp_path / "nope"), "select 1"])
+    assert res.exit_code != 0 and "run `tenantry run batch" in res.output
+
+
+@pytest.mark.parametrize("tenant", ["x' or '1'='1", "<script>", "a" * 200, "", "acme\n"])
+def test_query_refuses_hostile_tenant_ids_before_touching_sql(tmp_path, tenant):
+    from tenantry.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path / "wh")
+    wh.build_views()
+    res = CliRunner().invoke(main, ["query", "--warehouse", str(wh.root), "--tenant", tenant, "select 1"])
+    assert res.exit_code != 0 and "not valid" in res.output
+
+
+@pytest.mark.parametrize("listen", ["nonsense", "127.0.0.1:99999", "127.0.0.1:abc"])
+def test_collect_refuses_a_bad_listen_address(tmp_path, listen):
+    res = CliRunner().invoke(main, ["collect", "--landing", str(tmp_path), "--listen", listen])
+    assert res.exit_code != 0 and "HOST:PORT" in res.output
+
+
+def test_run_batch_names_a_missing_input(tmp_path):
+    res = CliRunner().invoke(main, ["run", "batch", "--input", str(tmp_path / "missing"), "--warehouse", str(tmp_path / "wh")])
+    assert res.exit_code != 0 and "no such file or folder" in res.output
+
+
+def test_a_bad_config_names_the_file_and_key(tmp_path):
+    cfg = tmp_path / "tenantry.yaml"
+    cfg.write_text("tenants:\n  acme: {plan: gold}\nplans:\n  free: {}\n")
+    res = CliRunner().invoke(main, ["processors", "check", str(cfg)])
+    assert res.exit_code != 0 and "tenants.acme.plan" in res.output and "free" in res.output
+
+
+def test_empty_sql_is_refused_with_an_example(tmp_path):
+    from tenantry.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path / "wh")
+    wh.build_views()
+    res = CliRunner().invoke(main, ["query", "--warehouse", str(wh.root), "   "])
+    assert res.exit_code != 0 and "empty SQL" in res.output
