@@ -43,7 +43,11 @@ def _child(code: str, *args: str) -> dict:
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     # the child's result is its last JSON line (libraries may print before it)
-    res = next(json.loads(line) for line in reversed(out.stdout.strip().splitlines()) if line.startswith("{"))
+    lines = out.stdout.replace("\r", "\n").strip().splitlines()
+    found = [json.loads(line) for line in reversed(lines) if line.startswith("{")]
+    if not found:
+        raise RuntimeError(f"no result from the child:\n{out.stdout[-1000:]}\n{out.stderr[-2000:]}")
+    res = found[0]
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     res["peak_rss_mib"] = max(after, before) / 1024 if after > before else None
     return res
@@ -68,6 +72,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "spans": r.rows.get("spans
 DUCKDB = """
 import sys, json, time, duckdb
 con = duckdb.connect()
+con.execute("set enable_progress_bar = false")
 t = time.perf_counter()
 rows = con.execute(f'''
   select date_trunc('hour', start_time) as hour, tenant_id, service_name, count(*) as requests,

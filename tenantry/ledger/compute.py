@@ -62,6 +62,7 @@ def _dims_key_sql(con: duckdb.DuckDBPyConnection) -> tuple[str, dict]:
         return "'{}'", params
     return f"case when len(group_by) = 0 then '{{}}' {' '.join(branches)} end", params
 
+
 METERS_SCHEMA = pa.schema([
     ("name", pa.string()), ("unit", pa.string()), ("aggregation", pa.string()), ("period", pa.string()),
     ("group_by", pa.list_(pa.string())),
