@@ -212,3 +212,31 @@ ACCOUNT_KEYS = {
     "marketplace": ("aws_customer_account_id", "aws_customer_identifier"),
     "amberflo": ("amberflo_customer_id",),
 }
+
+
+class BotoExporter(Exporter):
+    """An exporter that talks to an AWS service through boto3. Credentials come from boto3's own
+    chain (never from tenantry's config); the section gives region and endpoint (moto in tests).
+    boto3's retries are off: the outbox retries and records every attempt per record."""
+
+    service = ""
+    section_model: Any = None
+    section_name = ""
+
+    def __init__(self, section: Any, client: Any = None):
+        self.s = section
+        self._client = client
+
+    @classmethod
+    def from_config(cls, raw: Any, client: Any = None):
+        return cls(parse_section(cls.section_model, raw, cls.section_name), client)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            self._client = boto3.client(self.service, region_name=self.s.region, endpoint_url=self.s.endpoint_url,
+                                        config=BotoConfig(retries={"total_max_attempts": 1}))
+        return self._client

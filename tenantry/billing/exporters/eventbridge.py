@@ -35,7 +35,7 @@ import json
 from typing import Any, Iterable
 
 from tenantry.billing.exporters import (
-    Entry, Exporter, FatalExportError, Outcome, Section, TransientError, Verdict, dumps_exact, parse_section,
+    BotoExporter, Entry, Exporter, FatalExportError, Outcome, Section, TransientError, Verdict, dumps_exact,
 )
 
 MAX_ENTRIES = 10
@@ -66,27 +66,13 @@ def entry_size(e: dict[str, Any]) -> int:
     return n
 
 
-class EventBridgeExporter(Exporter):
+class EventBridgeExporter(BotoExporter):
     provider = "eventbridge"
     max_batch = MAX_ENTRIES
 
-    def __init__(self, section: EventBridgeSection, client: Any = None):
-        self.s = section
-        self._client = client
-
-    @classmethod
-    def from_config(cls, raw: Any, client: Any = None) -> "EventBridgeExporter":
-        return cls(parse_section(EventBridgeSection, raw, "eventbridge"), client)
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            self._client = boto3.client("events", region_name=self.s.region, endpoint_url=self.s.endpoint_url,
-                                        config=BotoConfig(retries={"total_max_attempts": 1}))
-        return self._client
+    service = "events"
+    section_model = EventBridgeSection
+    section_name = "eventbridge"
 
     def account(self, tenant_id: str, billing: dict[str, str]) -> str | None:
         return tenant_id  # the event names the tenant; SBT maps it to the billing customer

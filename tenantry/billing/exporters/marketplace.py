@@ -44,7 +44,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tenantry.billing.exporters import (
-    SECOND, Entry, ExportConfigError, Exporter, FatalExportError, Outcome, Section, TransientError, Verdict,
+    SECOND, BotoExporter, Entry, ExportConfigError, Exporter, FatalExportError, Outcome, Section, TransientError, Verdict,
     decimal_text, parse_section,
 )
 from tenantry.billing.lakeio import digest
@@ -71,29 +71,13 @@ class MarketplaceSection(Section):
     warn_hours: float = 2.0
 
 
-class MarketplaceExporter(Exporter):
+class MarketplaceExporter(BotoExporter):
     provider = "marketplace"
     max_batch = MAX_RECORDS
 
-    def __init__(self, section: MarketplaceSection, client: Any = None):
-        self.s = section
-        self._client = client
-
-    @classmethod
-    def from_config(cls, raw: Any, client: Any = None) -> "MarketplaceExporter":
-        return cls(parse_section(MarketplaceSection, raw, "marketplace"), client)
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            # retries are ours (recorded per record); credentials come from the boto3 chain
-            self._client = boto3.client("meteringmarketplace", region_name=self.s.region,
-                                        endpoint_url=self.s.endpoint_url,
-                                        config=BotoConfig(retries={"total_max_attempts": 1}))
-        return self._client
+    service = "meteringmarketplace"
+    section_model = MarketplaceSection
+    section_name = "marketplace"
 
     def account(self, tenant_id: str, billing: dict[str, str]) -> str | None:
         if billing.get("aws_customer_account_id"):
