@@ -37,7 +37,6 @@ FILE_SPANS = 1_000_000
 
 def _child(code: str, *args: str) -> dict:
     """Run ``code`` in a fresh interpreter; it prints one JSON line. Adds the child's peak RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if out.returncode != 0:
@@ -48,8 +47,7 @@ def _child(code: str, *args: str) -> dict:
     if not found:
         raise RuntimeError(f"no result from the child:\n{out.stdout[-1000:]}\n{out.stderr[-2000:]}")
     res = found[0]
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    res["peak_rss_mib"] = max(after, before) / 1024 if after > before else None
+    res.setdefault("peak_rss_mib", res.get("rss_mib"))
     return res
 
 
@@ -62,11 +60,12 @@ print(json.dumps({}))
 """
 
 TENANTRY = """
-import sys, json, time, glob
+import sys, json, time, glob, resource
 from pipelines.batch import run_batch
 t = time.perf_counter()
 r = run_batch(sorted(glob.glob(sys.argv[1] + '/*.parquet')) or [sys.argv[1]], sys.argv[2])
-print(json.dumps({"seconds": time.perf_counter() - t, "spans": r.rows.get("spans", 0)}))
+print(json.dumps({"seconds": time.perf_counter() - t, "spans": r.rows.get("spans", 0),
+                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 DUCKDB = """

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -114,19 +115,54 @@ def discover(paths: list[str | Path]) -> list[InputFile]:
 
 @dataclasses.dataclass(frozen=True)
 class ReadTask:
-    """One unit of reading: a whole OTLP file/segment, or one row group of a Parquet file."""
+    """One unit of reading: one row group of a Parquet file, a normalized segment, or a group of
+    OTLP files / landing segments read together (so thousands of small requests become a few
+    large batches, not thousands of tiny lake files)."""
 
     input: InputFile
     row_group: int | None = None
+    group: tuple[InputFile, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[InputFile, ...]:
+        return self.group or (self.input,)
+
+    @property
+    def key(self) -> str:
+        """Deterministic id of what this task reads (names its lake parts)."""
+        if len(self.inputs) == 1:
+            return self.input.ingest_id
+        h = hashlib.sha256("\0".join(i.ingest_id for i in self.inputs).encode()).hexdigest()[:24]
+        return f"grp:{h}"
+
+
+#: OTLP files and raw segments are read in groups of about this many bytes (compressed on disk)
+GROUP_BYTES = 32 * 2**20
+GROUP_FILES = 512
 
 
 def read_tasks(inputs: list[InputFile]) -> list[ReadTask]:
-    tasks = []
+    tasks: list[ReadTask] = []
+    group: list[InputFile] = []
+    size = 0
+
+    def close():
+        nonlocal group, size
+        if group:
+            tasks.append(ReadTask(group[0], group=tuple(group) if len(group) > 1 else ()))
+        group, size = [], 0
+
     for inp in inputs:
         if inp.kind == "parquet":
             tasks.extend(ReadTask(inp, i) for i in range(inp.row_groups))
-        else:
+        elif inp.kind == "normalized":
             tasks.append(ReadTask(inp))
+        else:
+            group.append(inp)
+            size += os.path.getsize(inp.path)
+            if size >= GROUP_BYTES or len(group) >= GROUP_FILES:
+                close()
+    close()
     return tasks
 
 
@@ -162,22 +198,25 @@ def read_task(task: ReadTask, batch_rows: int) -> Iterator[tuple[str, str, pa.Ta
     rows: dict[str, int] = {}
     seq: dict[str, int] = {}
 
+    key = task.key
+
     def flush(table: str):
         parts = pending.pop(table, [])
         rows.pop(table, None)
         if parts:
             n = seq.get(table, 0)
             seq[table] = n + 1
-            yield table, f"{inp.ingest_id}-{table}-{n}", pa.concat_tables(parts)
+            yield table, f"{key}-{table}-{n}", pa.concat_tables(parts)
 
-    for _batch_id, tables in otlp.iter_file(inp.path):
-        for table, data in tables.items():
-            if data.num_rows == 0:
-                continue
-            pending.setdefault(table, []).append(data)
-            rows[table] = rows.get(table, 0) + data.num_rows
-            if rows[table] >= batch_rows:
-                yield from flush(table)
+    for one in task.inputs:
+        for _batch_id, tables in otlp.iter_file(one.path):
+            for table, data in tables.items():
+                if data.num_rows == 0:
+                    continue
+                pending.setdefault(table, []).append(data)
+                rows[table] = rows.get(table, 0) + data.num_rows
+                if rows[table] >= batch_rows:
+                    yield from flush(table)
     for table in list(pending):
         yield from flush(table)
 
