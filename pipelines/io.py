@@ -208,17 +208,37 @@ def read_task(task: ReadTask, batch_rows: int) -> Iterator[tuple[str, str, pa.Ta
             seq[table] = n + 1
             yield table, f"{key}-{table}-{n}", pa.concat_tables(parts)
 
-    for one in task.inputs:
-        for _batch_id, tables in otlp.iter_file(one.path):
-            for table, data in tables.items():
-                if data.num_rows == 0:
-                    continue
-                pending.setdefault(table, []).append(data)
-                rows[table] = rows.get(table, 0) + data.num_rows
-                if rows[table] >= batch_rows:
-                    yield from flush(table)
+    paths = [one.path for one in task.inputs]
+    decoded = otlp.decode_files(paths, pool=_decode_pool()) if len(paths) > 1 and _decode_pool() else (
+        chunk for path in paths for chunk in otlp.iter_file(path))
+    for _batch_id, tables in decoded:
+        for table, data in tables.items():
+            if data.num_rows == 0:
+                continue
+            pending.setdefault(table, []).append(data)
+            rows[table] = rows.get(table, 0) + data.num_rows
+            if rows[table] >= batch_rows:
+                yield from flush(table)
     for table in list(pending):
         yield from flush(table)
+
+
+_POOL: list = []
+
+
+def _decode_pool():
+    """One pool of decoder processes per worker process, reused by every task (protobuf decoding
+    is the CPU-heavy part of OTLP inputs; the pool spreads it over the machine's cores). Forked
+    workers open no listener. ``TENANTRY_DECODE_PROCESSES=1`` turns it off."""
+    if not _POOL:
+        n = int(os.environ.get("TENANTRY_DECODE_PROCESSES", os.cpu_count() or 1))
+        if n <= 1:
+            _POOL.append(None)
+        else:
+            from tenantry import otlp
+
+            _POOL.append(otlp.DecodePool(n))
+    return _POOL[0]
 
 
 class WriteLakeParts:
