@@ -235,9 +235,13 @@ def _decode_pool():
         if n <= 1:
             _POOL.append(None)
         else:
+            import atexit
+
             from tenantry import otlp
 
-            _POOL.append(otlp.DecodePool(n))
+            pool = otlp.DecodePool(n)
+            atexit.register(pool.close)  # stop the workers before the interpreter tears down
+            _POOL.append(pool)
     return _POOL[0]
 
 
