@@ -96,10 +96,18 @@ def print_run_report(report, warehouse, fmt: str) -> None:
         f"Query with: tenantry query --warehouse {warehouse} \"select * from tenant_sre_hourly\""
     )
     if report.accounting:
+        rows = [(*r, "ok" if r[1] == r[2] + r[3] + r[4] else "MISMATCH") for r in report.accounting]
         console.print(table(
-            ["table", "tenant_id", "in", "kept", "quarantined", "sampled out"],
-            report.accounting, title="accounting: in = kept + quarantined (+ sampled out, spans only)",
+            ["table", "in", "kept", "quarantined", "sampled out", "balanced"],
+            rows, title="accounting: in = kept + quarantined + sampled out",
         ))
+    led = getattr(report, "ledger", None)
+    if led is not None:
+        console.print(
+            f"ledger: {led.events_in} usage events, {led.accepted} accepted, {led.duplicates} duplicates, "
+            f"{sum(led.quarantined.values())} quarantined, {led.entries_written} entries written"
+            + (f"; undeclared meters: {', '.join(led.undeclared_meters)}" if led.undeclared_meters else "")
+        )
 
 
 def print_chain(rows: list[dict], source: str) -> None:

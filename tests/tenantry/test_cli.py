@@ -75,3 +75,17 @@ def test_empty_sql_is_refused_with_an_example(tmp_path):
     wh.build_views()
     res = CliRunner().invoke(main, ["query", "--warehouse", str(wh.root), "   "])
     assert res.exit_code != 0 and "empty SQL" in res.output
+
+
+def test_run_batch_prints_what_it_wrote_and_the_balanced_accounting(tmp_path):
+    fixtures = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "otlp"
+    if not (fixtures / "trace.json").exists():
+        pytest.skip("the shared OTLP fixtures are not beside this checkout")
+    res = CliRunner().invoke(main, ["run", "batch", "--input", str(fixtures / "trace.json"),
+                                    "--warehouse", str(tmp_path / "wh")])
+    assert res.exit_code == 0, res.output
+    # the 2018 example span is out of the validation window: quarantined with a reason, not lost
+    assert "quarantine" in res.output and "balanced" in res.output and "MISMATCH" not in res.output
+    again = CliRunner().invoke(main, ["run", "batch", "--input", str(fixtures / "trace.json"),
+                                      "--warehouse", str(tmp_path / "wh")])
+    assert again.exit_code == 0 and "Nothing new" in again.output
