@@ -16,7 +16,12 @@ from tenantry import schemas
 from tenantry.otlp import OtlpDecodeError, decode_request, parse_request
 from tenantry.otlp.decode import record_count
 
-FIXTURES = Path("/work/shared/fixtures/otlp")
+# the shared OTLP examples sit beside the checkout (CI copies shared/ next to its clone)
+FIXTURES = next(
+    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "otlp",
+                 Path("/work/shared/fixtures/otlp")) if p.is_dir()),
+    Path("/work/shared/fixtures/otlp"),
+)
 TABLES = ("spans", "logs", "metric_points", "usage_events", "quarantine")
 
 

@@ -14,7 +14,12 @@ from test_otlp_builders import log_request, metric_request, trace_request
 from tenantry import landing
 from tenantry.otlp import decode_files, iter_file
 
-FIXTURES = Path("/work/shared/fixtures/otlp")
+# the shared OTLP examples sit beside the checkout (CI copies shared/ next to its clone)
+FIXTURES = next(
+    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "otlp",
+                 Path("/work/shared/fixtures/otlp")) if p.is_dir()),
+    Path("/work/shared/fixtures/otlp"),
+)
 
 
 def counts(tables) -> dict[str, int]:

@@ -15,7 +15,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from tenantry.receiver import BodyTooLarge, UnsupportedMediaType
 from tenantry.receiver.decode import OtlpDecodeError, _parse, check_encoding, gunzip_bounded, media_type
 
-FIXTURES = Path("/work/shared/fixtures/otlp")
+# the shared OTLP examples sit beside the checkout (CI copies shared/ next to its clone)
+FIXTURES = next(
+    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "otlp",
+                 Path("/work/shared/fixtures/otlp")) if p.is_dir()),
+    Path("/work/shared/fixtures/otlp"),
+)
 
 
 def gzip_zeros(total: int, block: int = 8 * 2**20) -> bytes:

@@ -23,7 +23,12 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from tenantry import landing
 from tenantry.receiver import Receiver
 
-FIXTURES = Path("/work/shared/fixtures/otlp")
+# the shared OTLP examples sit beside the checkout (CI copies shared/ next to its clone)
+FIXTURES = next(
+    (p for p in (Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "otlp",
+                 Path("/work/shared/fixtures/otlp")) if p.is_dir()),
+    Path("/work/shared/fixtures/otlp"),
+)
 PB = {"content-type": "application/x-protobuf"}
 JS = {"content-type": "application/json"}
 
