@@ -17,6 +17,7 @@ Run: ``python -m tenantry.demo.app --endpoint http://127.0.0.1:4318 --requests 6
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 import decimal
 import logging
 import random
@@ -61,6 +62,12 @@ def build_app(tracer, rng: random.Random, clock: dict):
             latency_ms *= 3  # planted: the noisy neighbour degrades everyone else
         failed = rng.random() < (0.08 if tid == "globex" else 0.01)
         start = clock["now_ns"]
+        # the signed-in end user of this request: user.id on every span and usage event below
+        user = tenantry.tenant_context(tid, user_id=f"user-{rng.randint(1, 12 + len(tid) * 3)}") if tid else nullcontext()
+        with user:
+            return serve(route, tid, start, latency_ms, failed)
+
+    def serve(route, tid, start, latency_ms, failed):
         span = tracer.start_span(f"GET {route}", kind=SpanKind.SERVER, start_time=start)
         span.set_attribute("http.request.method", "GET")
         span.set_attribute("http.route", route)

@@ -122,8 +122,9 @@ def test_check_fails_on_a_column_the_view_does_not_have(demo_warehouse, tmp_path
 def test_check_fails_on_a_view_that_does_not_exist(demo_warehouse, tmp_path):
     folder = copy_defs(tmp_path)
     f = folder / "sre.yaml"
-    f.write_text(f.read_text().replace("from tenant_sre_hourly where hour >= $start and hour < $end group by all "
-                                       "order by t", "from tenant_sre_hourly_v2 group by all order by t", 1))
+    text = f.read_text()
+    assert "from tenant_sre_hourly where" in text
+    f.write_text(text.replace("from tenant_sre_hourly where", "from tenant_sre_hourly_v2 where", 1))
     errors = [f for f in check(demo_warehouse, folder) if f.level == "error"]
     assert errors and "unknown view 'tenant_sre_hourly_v2'" in str(errors[0])
 
@@ -137,12 +138,12 @@ def test_check_fails_when_a_chart_field_is_not_in_the_result(demo_warehouse, tmp
 
 
 def test_check_binds_panels_on_planned_views_against_their_columns(demo_warehouse, tmp_path):
-    folder = copy_defs(tmp_path)
-    f = folder / "product.yaml"
-    f.write_text(f.read_text().replace("sum(active_users) as", "sum(active_user_count) as"))
+    folder = with_future_mart(tmp_path)
+    f = folder / "sre.yaml"
+    f.write_text(f.read_text().replace("select day, n from future_mart", "select day, n_count from future_mart"))
     errors = [f for f in check(demo_warehouse, folder) if f.level == "error"]
     assert len(errors) == 1 and "planned columns" in errors[0].message
-    assert "active_user_count" in errors[0].message
+    assert "n_count" in errors[0].message
 
 
 def test_check_requires_fleet_only_for_views_without_tenant_id(demo_warehouse, tmp_path):

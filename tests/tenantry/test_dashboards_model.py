@@ -166,7 +166,8 @@ def test_an_empty_folder_is_an_error(tmp_path):
 
 def test_planned_views_are_not_marts_yet():
     planned = load_planned()
-    assert planned and not (set(planned) & staging_views())
+    # every planned mart has landed today; the file stays as the place to declare the next one
+    assert not (set(planned) & (staging_views() | mart_views()))
     for v in planned.values():
         assert v.columns and v.owner
 
