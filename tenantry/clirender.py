@@ -96,11 +96,7 @@ def print_run_report(report, warehouse, fmt: str) -> None:
         f"Query with: tenantry query --warehouse {warehouse} \"select * from tenant_sre_hourly\""
     )
     if report.accounting:
-        rows = [(*r, "ok" if r[1] == r[2] + r[3] + r[4] else "MISMATCH") for r in report.accounting]
-        console.print(table(
-            ["table", "in", "kept", "quarantined", "sampled out", "balanced"],
-            rows, title="accounting: in = kept + quarantined + sampled out",
-        ))
+        console.print(accounting_table(report.accounting))
     led = getattr(report, "ledger", None)
     if led is not None:
         console.print(
@@ -108,6 +104,13 @@ def print_run_report(report, warehouse, fmt: str) -> None:
             f"{sum(led.quarantined.values())} quarantined, {led.entries_written} entries written"
             + (f"; undeclared meters: {', '.join(led.undeclared_meters)}" if led.undeclared_meters else "")
         )
+
+
+def accounting_table(accounting: list[tuple]) -> Table:
+    """A run's (table, in, kept, quarantined, sampled out) rows, each checked for balance."""
+    rows = [(*r, "ok" if r[1] == r[2] + r[3] + r[4] else "MISMATCH") for r in accounting]
+    return table(["table", "in", "kept", "quarantined", "sampled out", "balanced"], rows,
+                 title="accounting: in = kept + quarantined + sampled out")
 
 
 def print_chain(rows: list[dict], source: str) -> None:

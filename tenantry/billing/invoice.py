@@ -154,14 +154,31 @@ def differences(fresh: list[dict], existing: list[dict]) -> list[dict]:
     return out
 
 
+@dataclass(frozen=True)
+class PeriodContext:
+    """What rating a period needs, validated once: its bounds, the plans and who is on which."""
+
+    start: dt.datetime
+    end: dt.datetime
+    plans: dict
+    assigned: dict
+    now: dt.datetime
+
+
+def period_context(cfg: Config, period: str, source: str, now: dt.datetime | None = None) -> PeriodContext:
+    """Parse ``period`` and the plans; raises PlanError naming the key before anything is read."""
+    start, end = parse_period(period)
+    plans = parse_plans(cfg.plans, source)
+    return PeriodContext(start, end, plans, assignments(cfg, plans, source),
+                         now or dt.datetime.now(dt.timezone.utc))
+
+
 def bill(warehouse: str | Path, cfg: Config, period: str, *, out_dir: str | Path | None = None,
          now: dt.datetime | None = None, source: str = "tenantry.yaml") -> BillResult:
     """Rate ``period`` ("2026-11") and append the differences to ``invoice_lines``; write the
     period's invoice as CSV and JSON under ``out_dir`` (default ``<warehouse>/exports/invoices``)."""
-    start, end = parse_period(period)
-    plans = parse_plans(cfg.plans, source)
-    assigned = assignments(cfg, plans, source)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    ctx = period_context(cfg, period, source, now)
+    start, end, plans, assigned, now = ctx.start, ctx.end, ctx.plans, ctx.assigned, ctx.now
     wh = Warehouse.open(warehouse)
     with wh.writer_lock():
         usage = ledger_usage(wh, start, end)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from tenantry.billing import lakeio
 from tenantry.billing.exporters import ACCOUNT_KEYS
-from tenantry.billing.invoice import existing_lines, ledger_usage, rate_tenant
-from tenantry.billing.plans import Assignment, Flat, Plan, assignments, parse_period, parse_plans
+from tenantry.billing.invoice import existing_lines, ledger_usage, period_context, rate_tenant
+from tenantry.billing.plans import Assignment, Flat, Plan
 from tenantry.billing.rating import q9, rate, round_money
 from tenantry.config import Config
 from tenantry.schemas import PLATFORM, UNATTRIBUTED
@@ -95,10 +95,8 @@ def expected_providers(cfg: Config, billing: dict[str, str]) -> list[str]:
 
 def reconcile(warehouse: str | Path, cfg: Config, period: str, *, now: dt.datetime | None = None,
               source: str = "tenantry.yaml") -> ReconcileReport:
-    start, end = parse_period(period)
-    plans = parse_plans(cfg.plans, source)
-    assigned = assignments(cfg, plans, source)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    ctx = period_context(cfg, period, source, now)
+    start, end, plans, assigned, now = ctx.start, ctx.end, ctx.plans, ctx.assigned, ctx.now
     wh = Warehouse.open(warehouse)
     with wh.writer_lock():
         usage = ledger_usage(wh, start, end)

@@ -140,9 +140,7 @@ def _summary(directory: Path, warehouse: Path, report, pages, cfg_path: Path, bi
         "select tenant_id, revenue, cost, gross_margin, margin_pct from tenant_margin_monthly order by gross_margin",
     )
     console.print(clirender.table(margin.columns, margin.rows, title="cost and margin per tenant (this month)"))
-    acct = [(t, i, k, qn, s, "ok" if i == k + qn + s else "MISMATCH") for (t, i, k, qn, s) in report.accounting]
-    console.print(clirender.table(["table", "in", "kept", "quarantined", "sampled out", "balanced"], acct,
-                                  title="accounting: in = kept + quarantined + sampled out"))
+    console.print(clirender.accounting_table(report.accounting))
     console.print(f"\n[bold]Open[/bold]\n  dashboards: {pages[0]}\n  warehouse:  {warehouse / 'tenantry.duckdb'}\n"
                   f"  config:     {cfg_path}\n")
     console.print("[bold]Re-run any step by hand[/bold]\n"

@@ -219,9 +219,8 @@ class BotoExporter(Exporter):
     chain (never from tenantry's config); the section gives region and endpoint (moto in tests).
     boto3's retries are off: the outbox retries and records every attempt per record."""
 
-    service = ""
-    section_model: Any = None
-    section_name = ""
+    service = ""  # the boto3 service name
+    section_model: Any = None  # the pydantic model of ``exports.<provider>``
 
     def __init__(self, section: Any, client: Any = None):
         self.s = section
@@ -229,7 +228,7 @@ class BotoExporter(Exporter):
 
     @classmethod
     def from_config(cls, raw: Any, client: Any = None):
-        return cls(parse_section(cls.section_model, raw, cls.section_name), client)
+        return cls(parse_section(cls.section_model, raw, cls.provider), client)
 
     @property
     def client(self) -> Any:

@@ -72,7 +72,6 @@ class EventBridgeExporter(BotoExporter):
 
     service = "events"
     section_model = EventBridgeSection
-    section_name = "eventbridge"
 
     def account(self, tenant_id: str, billing: dict[str, str]) -> str | None:
         return tenant_id  # the event names the tenant; SBT maps it to the billing customer

@@ -77,7 +77,6 @@ class MarketplaceExporter(BotoExporter):
 
     service = "meteringmarketplace"
     section_model = MarketplaceSection
-    section_name = "marketplace"
 
     def account(self, tenant_id: str, billing: dict[str, str]) -> str | None:
         if billing.get("aws_customer_account_id"):
