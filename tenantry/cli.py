@@ -140,17 +140,39 @@ def run_batch_cmd(inputs, warehouse, config_path, fmt, beam_args):
               help="Most segments per micro-batch (a backlog drains in several).")
 @click.option("--exit-when-idle", type=click.FloatRange(0), default=None,
               help="Stop once no segment has arrived for this many seconds.")
+@click.option("--unbounded", is_flag=True,
+              help="Run one streaming Beam pipeline (continuous file matching, a commit per poll tick) instead "
+                   "of micro-batches; the form for cluster runners (--runner=DataflowRunner|FlinkRunner ...).")
+@click.option("--watch", "pattern", default=None,
+              help="With --unbounded: file pattern to watch instead of LANDING/*seg-*.arrow "
+                   "(any Beam filesystem, e.g. s3://bucket/landing/*seg-*.arrow on a cluster runner).")
+@click.option("--stop-after", type=click.FloatRange(0), default=None,
+              help="With --unbounded: stop watching after this many seconds (default: run until Ctrl-C).")
 @click.argument("beam_args", nargs=-1, type=click.UNPROCESSED)
-def run_stream_cmd(landing, warehouse, config_path, poll_interval, max_segments, exit_when_idle, beam_args):
+def run_stream_cmd(landing, warehouse, config_path, poll_interval, max_segments, exit_when_idle, unbounded,
+                   pattern, stop_after, beam_args):
     """Process segments as they land, continuously; Ctrl-C or SIGTERM stops after the current step.
 
     Restarting (even after a SIGKILL) continues exactly where the warehouse's manifests say:
-    no segment is missed or counted twice.
+    no segment is missed or counted twice. Extra arguments are Beam pipeline options.
     """
     from pipelines.stream import run_stream
     from tenantry.warehouse import WarehouseError
 
     cfg = _load_config(config_path)
+    if unbounded:
+        from pipelines.unbounded import run_unbounded
+
+        clirender.err_console.print(f"tenantry run stream --unbounded: watching {pattern or landing} → {warehouse}")
+        try:
+            ust = run_unbounded(landing, warehouse, cfg, interval=poll_interval, stop_after=stop_after,
+                                beam_args=list(beam_args), pattern=pattern)
+        except WarehouseError as e:
+            raise click.ClickException(str(e)) from None
+        clirender.err_console.print(f"stopped: {ust.segments} segments in {ust.ticks} committed ticks")
+        return
+    if pattern or stop_after is not None:
+        raise click.UsageError("--watch and --stop-after need --unbounded")
 
     def show(report, stats):
         clirender.err_console.print(

@@ -1,0 +1,245 @@
+"""The unbounded streaming pipeline: Beam's continuous file matching over the landing folder.
+
+``tenantry run stream --unbounded`` runs one long-lived Beam pipeline in streaming mode instead of
+a loop of bounded micro-batches (:mod:`pipelines.stream`). The steps are the batch composites::
+
+    MatchContinuously ─ FirstSighting ─ TickWindows ─ Decode ─ ApplyProcessors ─┬─ DeriveUsage / partials / rows ─ WriteTickParts ─┐
+                                                                                 └──────────── segments of the tick ──────────────┴─ CommitTicks
+
+- **Watching.** ``fileio.MatchContinuously`` polls a file pattern every ``interval``; the pattern
+  may be any Beam filesystem (a local landing folder here, ``s3://bucket/landing/*seg-*.arrow`` or
+  ``gs://...`` on a cluster runner). ``FirstSighting`` (a stateful DoFn keyed by path) lets each
+  segment through once, and skips segments a committed run already consumed.
+- **Commit per tick.** Segments are windowed by the poll tick that found them. Everything derived
+  from a tick's segments is written under one run id, and when the watermark passes the end of the
+  tick (every element of the tick has been written), ``CommitTicks`` updates the ledger and writes
+  the run's manifest: the same atomic commit as batch. A stop or a SIGKILL at any moment leaves
+  only whole ticks visible; on restart, uncommitted parts are discarded and their segments, which no
+  manifest names, are matched again. Exactly once, as far as the warehouse and the ledger can tell.
+- **Event time.** As in batch, aggregates are partials keyed by their event-time window (minute,
+  hour, day); each tick adds an early result or a late correction that the views sum.
+  :class:`~pipelines.transforms.windows.EventTimeWindows` (Beam windows, triggers and allowed
+  lateness) is the composite for sources that carry an event-time watermark, such as Pub/Sub with
+  timestamp attributes or Kafka; a file watch's watermark is the poll clock, so here every slice
+  would be "late" on arrival and each pane would equal the tick's partials.
+
+Runs locally on Beam's DirectRunner in streaming mode (``--allow_unsafe_triggers`` is passed only
+to keep it from trying to download the Prism runner; tenantry's own triggers are safe), and with the
+standard options on Dataflow or Flink (see the README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.coders import coders
+from apache_beam.io import fileio
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import window
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from pipelines import io
+from pipelines.transforms.coverage import CoveragePartials
+from pipelines.transforms.process import QUARANTINE, ApplyProcessors, split_chain
+from pipelines.transforms.security import SecurityPartials
+from pipelines.transforms.sre import SrePartials
+from pipelines.transforms.usage import DeriveUsage
+from tenantry import config as tconfig
+
+log = logging.getLogger(__name__)
+
+SEGMENT_PATTERN = "*seg-*.arrow"  # raw (seg-) and normalized (nseg-) landing segments
+
+
+def segment_input(path: str) -> io.InputFile | None:
+    """The input a landing segment path stands for (ids match the batch and micro-batch paths)."""
+    name = path.rsplit("/", 1)[-1]
+    if name.startswith("nseg-") and name.endswith(".arrow"):
+        return io.InputFile(path, f"nseg:{name}", "normalized")
+    if name.startswith("seg-") and name.endswith(".arrow"):
+        return io.InputFile(path, f"seg:{name}", "segment")
+    return None  # a temporary file mid-rename, or something that is not ours
+
+
+class _FirstSighting(beam.DoFn):
+    """``(path, metadata)`` → the segment's input, once per path, unless a committed run has it."""
+
+    SEEN = ReadModifyWriteStateSpec("seen", coders.BooleanCoder())
+
+    def __init__(self, committed: frozenset[str]):
+        self.committed = committed
+
+    def process(self, kv, seen=beam.DoFn.StateParam(SEEN)):
+        path, _meta = kv
+        if seen.read():
+            return
+        seen.write(True)
+        inp = segment_input(path)
+        if inp is not None and inp.ingest_id not in self.committed:
+            yield inp
+
+
+class _WriteTickParts(beam.DoFn):
+    """Writes ``(table, part, rows)`` under the run id of the element's tick window; emits
+    ``(run id, ("rows", table, n))`` for the commit."""
+
+    def __init__(self, warehouse_root: str, session: str):
+        self.warehouse_root = warehouse_root
+        self.session = session
+
+    def process(self, chunk, w=beam.DoFn.WindowParam):
+        run_id = tick_run_id(self.session, w)
+        table, n = io.WriteLakeParts(self.warehouse_root, run_id)(chunk)
+        yield run_id, ("rows", table, n)
+
+
+def tick_run_id(session: str, w) -> str:
+    return f"s{session}-{int(w.start.micros // 1_000_000)}"
+
+
+class _TagInput(beam.DoFn):
+    def __init__(self, session: str):
+        self.session = session
+
+    def process(self, inp, w=beam.DoFn.WindowParam):
+        yield tick_run_id(self.session, w), ("input", inp.ingest_id)
+
+
+class _CommitTick(beam.DoFn):
+    """All of a tick's outputs are written: ledger update, SLO targets, manifest (one at a time)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, warehouse_root: str, cfg_json: str):
+        self.warehouse_root = warehouse_root
+        self.cfg_json = cfg_json
+
+    def process(self, kv):
+        run_id, items = kv
+        inputs = sorted({i[1] for i in items if i[0] == "input"})
+        if not inputs:
+            return
+        from tenantry.warehouse import Warehouse
+
+        cfg = tconfig.Config.model_validate_json(self.cfg_json)
+        with self._lock:
+            yield commit_run(Warehouse(self.warehouse_root), run_id, inputs, cfg)
+
+
+def commit_run(wh, run_id: str, inputs: list[str], cfg: tconfig.Config) -> dict:
+    """What a run does after its parts are written, as in batch: SLO targets, ledger, SLA credits,
+    then the manifest. Returns the manifest summary."""
+    from pipelines import batch
+    from tenantry import ledger, slo
+
+    now = dt.datetime.now(dt.timezone.utc)
+    wh.write_part("slo_targets", run_id, "slo-targets", slo.targets_table(cfg, now, run_id))
+    ledger_report = ledger.update_for_run(wh, run_id, cfg, now=now, pipeline_version=batch.PIPELINE_VERSION)
+    credits = batch._sla_credits(wh, cfg, run_id, now)
+    summary = {"rows": batch._rows_written(wh, run_id), "pipeline_version": batch.PIPELINE_VERSION,
+               "ledger": dataclasses.asdict(ledger_report), "sla_credits": credits, "mode": "unbounded"}
+    wh.commit(run_id, inputs, summary)
+    return {"run_id": run_id, "inputs": len(inputs), **summary}
+
+
+def build_unbounded_pipeline(p: beam.Pipeline, pattern: str, warehouse_root: str, cfg: tconfig.Config, chain,
+                             security_settings, committed: frozenset[str], interval: float = 1.0,
+                             stop_after: float | None = None, session: str | None = None):
+    """Add the streaming steps to ``p``; returns the PCollection of commit reports."""
+    session = session or f"{int(time.time())}{os.getpid() % 1000:03d}"
+    now = time.time()
+    stop = now + stop_after if stop_after is not None else None
+    main_chain, storage_chain = split_chain(chain)
+    from tenantry.landing import chain_digest
+
+    match_kw = {"stop_timestamp": stop} if stop is not None else {}
+    segments = (
+        p
+        | "WatchLanding" >> fileio.MatchContinuously(pattern, interval=interval, has_deduplication=False,
+                                                     start_timestamp=now, **match_kw)
+        | "KeyByPath" >> beam.Map(lambda m: (m.path, m)).with_output_types(beam.typehints.KV[str, object])
+        | "FirstSighting" >> beam.ParDo(_FirstSighting(committed))
+        | "TickWindows" >> beam.WindowInto(window.FixedWindows(interval))
+    )
+    chunks = (
+        segments
+        | "AsTasks" >> beam.Map(lambda inp: io.ReadTask(inp))
+        | "Decode" >> beam.FlatMap(io.read_task, cfg.pipeline.batch_rows)
+    )
+    processed = chunks | "ApplyProcessors" >> ApplyProcessors(main_chain, "process", digest=chain_digest(chain))
+    kept = processed["kept"]
+    stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
+    outputs = {
+        "WriteRows": stored["kept"],
+        "WriteQuarantine": processed[QUARANTINE],
+        "WriteSampleQuarantine": stored[QUARANTINE],
+        "WriteDerivedUsage": kept | "DeriveUsage" >> DeriveUsage(cfg.meters),
+        "WriteSre": kept | "Sre" >> SrePartials(),
+        "WriteSecurity": kept | "Security" >> SecurityPartials(security_settings),
+        "WriteCoverage": kept | "Coverage" >> CoveragePartials(),
+    }
+    written = [pcoll | label >> beam.ParDo(_WriteTickParts(warehouse_root, session)) for label, pcoll in outputs.items()]
+    tagged_inputs = segments | "TagInputs" >> beam.ParDo(_TagInput(session))
+    return (
+        (*written, tagged_inputs)
+        | "FlattenTick" >> beam.Flatten()
+        | "GroupTick" >> beam.GroupByKey()  # fires once the watermark passes the tick's end
+        | "CommitTicks" >> beam.ParDo(_CommitTick(warehouse_root, cfg.model_dump_json()))
+    )
+
+
+def streaming_options(beam_args: list[str] | None = None) -> PipelineOptions:
+    """Streaming options; the local default is the DirectRunner without the Prism download."""
+    args = list(beam_args or [])
+    if not any(a.startswith("--runner") for a in args):
+        args += ["--runner=DirectRunner", "--allow_unsafe_triggers"]
+    return PipelineOptions([*args, "--streaming"])
+
+
+@dataclasses.dataclass
+class UnboundedStats:
+    ticks: int = 0  # runs committed
+    segments: int = 0  # segments those runs consumed
+
+
+def run_unbounded(landing: str | Path, warehouse: str | Path, cfg: tconfig.Config | None = None,
+                  interval: float = 1.0, stop_after: float | None = None, beam_args: list[str] | None = None,
+                  pattern: str | None = None) -> UnboundedStats:
+    """Watch ``landing`` (or ``pattern``) with one streaming Beam pipeline until ``stop_after``
+    seconds have passed (forever if ``None``; Ctrl-C stops it, uncommitted ticks are redone)."""
+    from pipelines.batch import check_config
+    from tenantry.warehouse import Warehouse
+
+    cfg = cfg or tconfig.Config()
+    chain, sec = check_config(cfg)
+    if pattern is None:
+        Path(landing).mkdir(parents=True, exist_ok=True)
+        pattern = str(Path(landing).resolve() / SEGMENT_PATTERN)
+    wh = Warehouse.open(warehouse)
+    with wh.writer_lock():
+        wh.discard_uncommitted()  # a tick that died before its manifest: its segments are matched again
+        wh.build_views()
+        before = {r["run_id"] for r in wh.committed_runs()}
+        committed = frozenset(wh.committed_inputs())
+        p = beam.Pipeline(options=streaming_options(beam_args))
+        build_unbounded_pipeline(p, pattern, str(wh.root), cfg, chain, sec, committed, interval=interval,
+                                 stop_after=stop_after)
+        result = p.run()
+        try:
+            result.wait_until_finish()
+        except KeyboardInterrupt:
+            log.info("stopping: ticks not yet committed will be redone at the next start")
+            try:
+                result.cancel()
+            except Exception:  # noqa: BLE001 - the runner may already be down
+                log.debug("cancel failed", exc_info=True)
+        wh.discard_uncommitted()
+        new = [r for r in wh.committed_runs() if r["run_id"] not in before]
+    return UnboundedStats(len(new), sum(len(r.get("inputs", [])) for r in new))

@@ -1,0 +1,88 @@
+"""The unbounded streaming pipeline (Beam continuous file matching): same figures as batch, each
+segment exactly once across restarts and SIGKILLs, segments that land while it runs are picked up."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from pipelines.batch import run_batch
+from pipelines.unbounded import run_unbounded, segment_input, streaming_options
+from tenantry import landing, querying
+from tenantry.warehouse import Warehouse
+from test_stream import figures, land
+
+
+def _segment_ids(wh) -> list[str]:
+    return [i for r in Warehouse(wh).committed_runs() for i in r.get("inputs", [])]
+
+
+def test_segment_names_map_to_the_same_inputs_as_batch():
+    assert segment_input("/l/seg-20261130T000000-abc.arrow").ingest_id == "seg:seg-20261130T000000-abc.arrow"
+    assert segment_input("s3://b/l/nseg-x.arrow").kind == "normalized"
+    assert segment_input("/l/.seg-x.arrow.tmp") is None and segment_input("/l/notes.txt") is None
+
+
+def test_local_default_never_selects_prism_and_cluster_runners_pass_through():
+    opts = streaming_options([]).get_all_options()
+    assert opts["runner"] == "DirectRunner" and opts["allow_unsafe_triggers"] and opts["streaming"]
+    opts = streaming_options(["--runner=FlinkRunner", "--flink_master=localhost:8081"]).get_all_options()
+    assert opts["runner"] == "FlinkRunner" and not opts["allow_unsafe_triggers"] and opts["streaming"]
+
+
+def test_unbounded_stream_equals_batch_and_picks_up_segments_landing_while_it_runs(tmp_path):
+    seg = tmp_path / "landing"
+    land(seg, 3, seed=1)
+    producer = threading.Timer(2.5, land, args=(seg, 4), kwargs={"seed": 2})
+    producer.start()
+    stats = run_unbounded(seg, tmp_path / "stream", stop_after=7, interval=0.5)
+    producer.join()
+    assert stats.segments == 7 and stats.ticks >= 2  # the late segments came in a later tick
+    run_batch([seg], tmp_path / "batch")
+    assert figures(tmp_path / "stream") == figures(tmp_path / "batch")
+    # a restart over the same landing folder finds nothing new: each segment exactly once
+    again = run_unbounded(seg, tmp_path / "stream", stop_after=2, interval=0.5)
+    assert again.segments == 0
+    ids = _segment_ids(tmp_path / "stream")
+    assert len(ids) == len(set(ids)) == 7
+
+
+def test_the_micro_batch_stream_and_the_unbounded_stream_share_progress(tmp_path):
+    from pipelines.stream import run_stream
+
+    seg, wh = tmp_path / "landing", tmp_path / "wh"
+    land(seg, 3, seed=3)
+    run_stream(seg, wh, idle_exit_after=0)
+    land(seg, 2, seed=4)
+    assert run_unbounded(seg, wh, stop_after=3, interval=0.5).segments == 2
+
+
+@pytest.mark.slow
+def test_killing_the_unbounded_stream_at_random_moments_loses_and_duplicates_nothing(tmp_path):
+    seg, wh = tmp_path / "landing", tmp_path / "wh"
+    cmd = [sys.executable, "-m", "tenantry.cli", "run", "stream", "--unbounded", "--landing", str(seg),
+           "--warehouse", str(wh), "--poll-interval", "0.5"]
+    rng = random.Random(7)
+    expected: dict[str, int] = {}
+    for round_ in range(3):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for k, v in land(seg, 3, seed=200 + round_).items():
+                expected[k] = expected.get(k, 0) + v
+            time.sleep(rng.uniform(2.0, 6.0))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+    done = subprocess.run(cmd + ["--stop-after", "6"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    spans = dict(querying.run(str(wh), "select tenant_id, count(*) from spans group by 1").rows)
+    requests = dict(querying.run(str(wh), "select tenant_id, sum(requests)::bigint from tenant_sre_hourly group by 1").rows)
+    assert spans == expected and requests == expected
+    ids = _segment_ids(wh)
+    assert len(ids) == len(set(ids)) == len(landing.list_segments(seg))
