@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--rate", type=float, default=20, help="requests per second")
     ap.add_argument("--spans-per-request", type=int, default=500)
+    ap.add_argument("--unbounded", action="store_true",
+                    help="measure the unbounded streaming pipeline (run stream --unbounded) instead of micro-batches")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tenantry-fresh-"))
     port = free_port()
@@ -64,7 +66,8 @@ def main() -> None:
                                       "--landing", str(work / "landing")], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stream = subprocess.Popen(cli + ["run", "stream", "--landing", str(work / "landing"), "--warehouse",
-                                     str(work / "wh"), "--poll-interval", "0.2"], env=env,
+                                     str(work / "wh"), "--poll-interval", "0.5" if args.unbounded else "0.2",
+                                     *(["--unbounded"] if args.unbounded else [])], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}

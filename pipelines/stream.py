@@ -19,11 +19,15 @@ the segments that arrived since the last commit. Each such micro-batch is one wa
   glob the lake, so ``tenantry query`` and the dashboards read consistent committed runs at any
   moment from other processes.
 
-Why micro-batches and not an unbounded Beam pipeline: Beam's local runners cannot run an unbounded
-file watch (``MatchContinuously``) without the Prism runner, which is downloaded from the internet;
-the bundle-based DirectRunner rejects the splittable DoFn it needs, and the in-process runner runs
-bounded pipelines only. Each micro-batch is an ordinary bounded Beam job, so ``beam_args`` (e.g.
-``--runner=PortableRunner --job_endpoint=...``) send every micro-batch to another runner unchanged.
+Two forms, one set of composites and one commit protocol:
+
+- this loop of bounded micro-batches (the default): each micro-batch is an ordinary Beam job, so
+  ``beam_args`` (e.g. ``--runner=PortableRunner --job_endpoint=...``) send each one to another
+  runner; it is the cheapest way to run locally (no streaming runner overhead);
+- :mod:`pipelines.unbounded` (``--unbounded``): one long-lived streaming Beam pipeline watching the
+  landing pattern with ``MatchContinuously`` and committing per poll tick; the form for cluster
+  runners and object-store prefixes. Both read and write the same manifests, so a warehouse can
+  switch between them.
 """
 
 from __future__ import annotations

@@ -86,6 +86,32 @@ class _FirstSighting(beam.DoFn):
             yield inp
 
 
+class _ReadSegment(beam.DoFn):
+    """Decode one segment. A segment on a remote filesystem (``s3://``, ``gs://``) is copied to a
+    local temporary file through Beam's filesystems first, and removed once decoded."""
+
+    def __init__(self, batch_rows: int):
+        self.batch_rows = batch_rows
+
+    def process(self, inp: io.InputFile):
+        if "://" not in inp.path:
+            yield from io.read_task(io.ReadTask(inp), self.batch_rows)
+            return
+        import shutil
+        import tempfile
+
+        from apache_beam.io.filesystems import FileSystems
+
+        folder = tempfile.mkdtemp(prefix="tenantry-segment-")
+        local = os.path.join(folder, inp.path.rsplit("/", 1)[-1])  # readers know a segment by its name
+        try:
+            with open(local, "wb") as out, FileSystems.open(inp.path) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            yield from io.read_task(io.ReadTask(dataclasses.replace(inp, path=local)), self.batch_rows)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class _WriteTickParts(beam.DoFn):
     """Writes ``(table, part, rows)`` under the run id of the element's tick window; emits
     ``(run id, ("rows", table, n))`` for the commit."""
@@ -168,11 +194,7 @@ def build_unbounded_pipeline(p: beam.Pipeline, pattern: str, warehouse_root: str
         | "FirstSighting" >> beam.ParDo(_FirstSighting(committed))
         | "TickWindows" >> beam.WindowInto(window.FixedWindows(interval))
     )
-    chunks = (
-        segments
-        | "AsTasks" >> beam.Map(lambda inp: io.ReadTask(inp))
-        | "Decode" >> beam.FlatMap(io.read_task, cfg.pipeline.batch_rows)
-    )
+    chunks = segments | "Decode" >> beam.ParDo(_ReadSegment(cfg.pipeline.batch_rows))
     processed = chunks | "ApplyProcessors" >> ApplyProcessors(main_chain, "process", digest=chain_digest(chain))
     kept = processed["kept"]
     stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
@@ -228,7 +250,11 @@ def run_unbounded(landing: str | Path, warehouse: str | Path, cfg: tconfig.Confi
         wh.build_views()
         before = {r["run_id"] for r in wh.committed_runs()}
         committed = frozenset(wh.committed_inputs())
-        p = beam.Pipeline(options=streaming_options(beam_args))
+        options = streaming_options(beam_args)
+        from apache_beam.io.filesystems import FileSystems
+
+        FileSystems.set_options(options)  # s3:// and gs:// patterns take their endpoints and keys from here
+        p = beam.Pipeline(options=options)
         build_unbounded_pipeline(p, pattern, str(wh.root), cfg, chain, sec, committed, interval=interval,
                                  stop_after=stop_after)
         result = p.run()

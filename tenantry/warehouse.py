@@ -247,8 +247,12 @@ class Warehouse:
             return []
         manifests_glob = str(self.manifests / "*.json").replace("'", "''")
         created: list[str] = []
-        con = duckdb.connect(str(self.db_path))
-        current = "_committed_runs"
+        # built into a new file, then renamed over the old one: readers that have the database
+        # open keep their snapshot, new readers get the new views, and nobody meets a write lock
+        building = self.db_path.with_name(f".{DB_NAME}.building-{os.getpid()}")
+        building.unlink(missing_ok=True)
+        con = duckdb.connect(str(building))
+        current, built = "_committed_runs", False
         try:
             con.execute(
                 "create or replace view _committed_runs as select run_id from "
@@ -272,10 +276,17 @@ class Warehouse:
                     current = deferred[0][0]
                     con.execute(self.render_sql(deferred[0][1]))  # raises the real error
                 pending = deferred
+            built = True
         except duckdb.Error as e:
             raise WarehouseError(f"building views failed at sql/{current}.sql: {e}") from e
         finally:
             con.close()
+            if built:
+                with open(building, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(building, self.db_path)
+            else:
+                building.unlink(missing_ok=True)
         _atomic_write_bytes(stamp, digest.encode())
         return created
 

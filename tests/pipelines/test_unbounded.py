@@ -86,3 +86,32 @@ def test_killing_the_unbounded_stream_at_random_moments_loses_and_duplicates_not
     assert spans == expected and requests == expected
     ids = _segment_ids(wh)
     assert len(ids) == len(set(ids)) == len(landing.list_segments(seg))
+
+
+def test_the_same_pipeline_watches_an_s3_prefix(tmp_path, monkeypatch):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        s3 = boto3.client("s3", endpoint_url=url)
+        s3.create_bucket(Bucket="landing")
+        local = tmp_path / "local"
+        expected = land(local, 4, seed=9)
+        for f in landing.list_segments(local):
+            s3.put_object(Bucket="landing", Key=f"prod/{f.name}", Body=f.read_bytes())
+        s3.put_object(Bucket="landing", Key="prod/README.txt", Body=b"not a segment")
+        stats = run_unbounded(tmp_path / "unused", tmp_path / "wh", stop_after=5, interval=0.5,
+                              pattern="s3://landing/prod/*seg-*.arrow",
+                              beam_args=[f"--s3_endpoint_url={url}", "--s3_access_key_id=test",
+                                         "--s3_secret_access_key=test", "--s3_region_name=us-east-1"])
+        assert stats.segments == 4
+        spans = dict(querying.run(str(tmp_path / "wh"), "select tenant_id, count(*) from spans group by 1").rows)
+        assert spans == expected
+    finally:
+        server.stop()
