@@ -23,9 +23,12 @@ a loop of bounded micro-batches (:mod:`pipelines.stream`). The steps are the bat
   timestamp attributes or Kafka; a file watch's watermark is the poll clock, so here every slice
   would be "late" on arrival and each pane would equal the tick's partials.
 
-Runs locally on Beam's DirectRunner in streaming mode (``--allow_unsafe_triggers`` is passed only
-to keep it from trying to download the Prism runner; tenantry's own triggers are safe), and with the
-standard options on Dataflow or Flink (see the README).
+Runs with the standard options on Dataflow or Flink (see the README), and locally on Beam's
+DirectRunner in streaming mode (``--allow_unsafe_triggers`` is passed only to keep it from trying to
+download the Prism runner). The DirectRunner holds the watermark of a splittable source such as
+``MatchContinuously`` at -inf until the source finishes, so no tick would close while it runs; locally
+the watch therefore runs in rounds (``local_round``, 5 s by default) that each commit their ticks when
+they end. Freshness is then about a round; the micro-batch form (the default) is fresher locally.
 """
 
 from __future__ import annotations
@@ -233,7 +236,7 @@ class UnboundedStats:
 
 def run_unbounded(landing: str | Path, warehouse: str | Path, cfg: tconfig.Config | None = None,
                   interval: float = 1.0, stop_after: float | None = None, beam_args: list[str] | None = None,
-                  pattern: str | None = None) -> UnboundedStats:
+                  pattern: str | None = None, local_round: float = 5.0) -> UnboundedStats:
     """Watch ``landing`` (or ``pattern``) with one streaming Beam pipeline until ``stop_after``
     seconds have passed (forever if ``None``; Ctrl-C stops it, uncommitted ticks are redone)."""
     from pipelines.batch import check_config
@@ -245,27 +248,40 @@ def run_unbounded(landing: str | Path, warehouse: str | Path, cfg: tconfig.Confi
         Path(landing).mkdir(parents=True, exist_ok=True)
         pattern = str(Path(landing).resolve() / SEGMENT_PATTERN)
     wh = Warehouse.open(warehouse)
+    options = streaming_options(beam_args)
+    local = options.get_all_options().get("runner") == "DirectRunner"
+    from apache_beam.io.filesystems import FileSystems
+
+    FileSystems.set_options(options)  # s3:// and gs:// patterns take their endpoints and keys from here
     with wh.writer_lock():
         wh.discard_uncommitted()  # a tick that died before its manifest: its segments are matched again
         wh.build_views()
         before = {r["run_id"] for r in wh.committed_runs()}
-        committed = frozenset(wh.committed_inputs())
-        options = streaming_options(beam_args)
-        from apache_beam.io.filesystems import FileSystems
-
-        FileSystems.set_options(options)  # s3:// and gs:// patterns take their endpoints and keys from here
-        p = beam.Pipeline(options=options)
-        build_unbounded_pipeline(p, pattern, str(wh.root), cfg, chain, sec, committed, interval=interval,
-                                 stop_after=stop_after)
-        result = p.run()
-        try:
-            result.wait_until_finish()
-        except KeyboardInterrupt:
-            log.info("stopping: ticks not yet committed will be redone at the next start")
+        started = time.monotonic()
+        while True:
+            # Beam's DirectRunner holds a splittable source's watermark at -inf until the source
+            # finishes (runners/direct/sdf_direct_runner.py), so no tick window would ever close:
+            # locally the watch runs in rounds of ``local_round`` seconds, each committing its ticks
+            # as it ends. Dataflow and Flink advance the watermark and run as one pipeline.
+            left = None if stop_after is None else stop_after - (time.monotonic() - started)
+            this_round = left if not local else min(local_round, left) if left is not None else local_round
+            if this_round is not None and this_round <= 0:
+                break
+            p = beam.Pipeline(options=options)
+            build_unbounded_pipeline(p, pattern, str(wh.root), cfg, chain, sec, frozenset(wh.committed_inputs()),
+                                     interval=interval, stop_after=this_round)
+            result = p.run()
             try:
-                result.cancel()
-            except Exception:  # noqa: BLE001 - the runner may already be down
-                log.debug("cancel failed", exc_info=True)
+                result.wait_until_finish()
+            except KeyboardInterrupt:
+                log.info("stopping: ticks not yet committed will be redone at the next start")
+                try:
+                    result.cancel()
+                except Exception:  # noqa: BLE001 - the runner may already be down
+                    log.debug("cancel failed", exc_info=True)
+                break
+            if not local:
+                break
         wh.discard_uncommitted()
         new = [r for r in wh.committed_runs() if r["run_id"] not in before]
     return UnboundedStats(len(new), sum(len(r.get("inputs", [])) for r in new))

@@ -112,14 +112,18 @@ class Warehouse:
     def _write_parquet(path: Path, table: pa.Table, fsync: bool = True) -> None:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         # dictionary-encode only low-cardinality columns and keep statistics only where queries
-        # prune on them: random ids and free text gain nothing from either and cost the most
+        # prune on them: random ids and free text gain nothing from either and cost the most.
+        # Floats (durations, partial sums) are byte-stream-split instead of dictionary-encoded:
+        # about half the encoding time of those columns, and files no larger
         names = table.column_names
+        floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
         pq.write_table(
             table,
             tmp,
             compression="zstd",
             compression_level=1,
-            use_dictionary=[c for c in names if c not in _HIGH_CARDINALITY],
+            use_dictionary=[c for c in names if c not in _HIGH_CARDINALITY and c not in floats],
+            use_byte_stream_split=floats or False,
             write_statistics=[c for c in names if c in _PRUNING_COLUMNS],
         )
         if fsync:
@@ -292,7 +296,8 @@ class Warehouse:
 
     def connect(self, read_only: bool = True) -> duckdb.DuckDBPyConnection:
         """A connection to the warehouse database (read-only by default, never blocking writers
-        of the lake)."""
+        of the lake). A read-only connection sees the runs committed when it opened; open a new
+        one to see newer runs."""
         if not self.db_path.exists():
             raise WarehouseError(
                 f"{self.root}: no warehouse here (no {DB_NAME}); run `tenantry run batch --input ... "
@@ -300,4 +305,13 @@ class Warehouse:
             )
         con = duckdb.connect(str(self.db_path), read_only=read_only)
         con.execute("set TimeZone = 'UTC'")  # hours and days bucket the same on every machine
+        if read_only:
+            # one snapshot of the committed runs for the connection's life: every view read through
+            # it agrees with every other, even while a pipeline commits new runs (a temp table
+            # shadows the database's _committed_runs view)
+            manifests_glob = str(self.manifests / "*.json").replace("'", "''")
+            con.execute(
+                "create temp table _committed_runs as select run_id from "
+                f"read_json('{manifests_glob}', columns = {{'run_id': 'VARCHAR'}}, format = 'auto')"
+            )
         return con
