@@ -27,7 +27,7 @@ Runs with the standard options on Dataflow or Flink (see the README), and locall
 DirectRunner in streaming mode (``--allow_unsafe_triggers`` is passed only to keep it from trying to
 download the Prism runner). The DirectRunner holds the watermark of a splittable source such as
 ``MatchContinuously`` at -inf until the source finishes, so no tick would close while it runs; locally
-the watch therefore runs in rounds (``local_round``, 5 s by default) that each commit their ticks when
+the watch therefore runs in rounds (``local_round``, 3 s by default) that each commit their ticks when
 they end. Freshness is then about a round; the micro-batch form (the default) is fresher locally.
 """
 
@@ -236,7 +236,7 @@ class UnboundedStats:
 
 def run_unbounded(landing: str | Path, warehouse: str | Path, cfg: tconfig.Config | None = None,
                   interval: float = 1.0, stop_after: float | None = None, beam_args: list[str] | None = None,
-                  pattern: str | None = None, local_round: float = 5.0) -> UnboundedStats:
+                  pattern: str | None = None, local_round: float = 3.0) -> UnboundedStats:
     """Watch ``landing`` (or ``pattern``) with one streaming Beam pipeline until ``stop_after``
     seconds have passed (forever if ``None``; Ctrl-C stops it, uncommitted ticks are redone)."""
     from pipelines.batch import check_config
