@@ -4,7 +4,7 @@
 * :func:`split_units` — vectorized over many lines in numpy: ``int64`` whenever every product
   fits 63 bits (after dividing the weights by their common factor, which changes neither the
   floors nor the order of the remainders), exact Python ints in numpy arrays otherwise;
-* the DuckDB 128-bit query in :mod:`tenantry.cost.allocate`, kept for lines numpy declines
+* the DuckDB 128-bit query (:func:`_split`, below), kept for lines numpy declines
   (weights summing past 2**124), which falls back to the reference past 128 bits.
 
 All three give the same shares (the tests compare them). ``decimal(38, 9)`` columns are moved in
@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from tenantry.schemas import QUANTITY
 
 NANO = 10**9
 _I63 = 2**63 - 1
@@ -179,3 +182,104 @@ def _ranks(ls: np.ndarray, starts: np.ndarray, sizes: np.ndarray, rem: np.ndarra
     sub_rank[rank_order] = np.arange(len(sub)) - np.repeat(sub_starts, np.diff(np.r_[sub_starts, len(sub)]))
     rank[sub] = sub_rank
     return rank
+
+
+# -- the split of a shares table (the DuckDB 128-bit query behind numpy) ----------------------------------------------------------------------------
+
+
+# per-line sums by group-by on the integer line index and one window for the ranking: windows
+# partitioned by a string id were the slow part
+_SPLIT_SQL = """
+with w as (
+    select * replace (weight::hugeint as weight) from shares
+),
+t as (
+    select _i, sum(weight) as w_total, any_value(amount) as amount from w group by _i
+),
+u as (
+    select _i, w_total, amount < 0 as neg,
+           (abs(amount) * 1000000000)::hugeint // $unit as units,
+           (abs(amount) * 1000000000)::hugeint % $unit as dust
+    from t
+),
+b as (
+    select w.* exclude (amount), u.neg, u.units, u.dust,
+           u.units * w.weight // u.w_total as base, u.units * w.weight % u.w_total as rem
+    from w join u using (_i)
+),
+l as (
+    select _i, any_value(units) - sum(base) as leftover from b group by _i
+),
+r as (
+    select b.*, l.leftover,
+           row_number() over (partition by b._i order by b.rem desc, b.weight desc, b.tenant_id) as rnk
+    from b join l using (_i)
+)
+select line_id, day, service, currency, method, rule, driver, driver_quantity, tenant_id,
+       (case when neg then -1 else 1 end
+        * ((base + case when rnk <= leftover then 1 else 0 end) * $unit + case when rnk = 1 then dust else 0 end)
+       )::decimal(38, 0) * 0.000000001::decimal(38, 9) as amount
+from r
+"""
+
+_SHARE_COLS = ["line_id", "day", "service", "currency", "method", "rule", "driver", "driver_quantity", "tenant_id", "amount"]
+_ROW_COLS = _SHARE_COLS + ["reason"]
+
+
+def _split(con: duckdb.DuckDBPyConnection, shares: pa.Table, unit: Decimal) -> pa.Table:
+    if shares.num_rows == 0:
+        return _empty_rows()
+    fast = _split_numpy(shares, unit)
+    if fast is not None:
+        return fast
+    con.register("shares", shares)
+    try:
+        out = con.sql(_SPLIT_SQL, params={"unit": nanos(unit)}).to_arrow_table().select(_SHARE_COLS)
+        return out.append_column("reason", pa.nulls(out.num_rows, pa.string())).cast(_rows_schema())
+    except duckdb.OutOfRangeException:
+        return _split_python(shares, unit)  # a product past 128 bits: same algorithm, big ints
+    finally:
+        con.unregister("shares")
+
+
+def _split_numpy(shares: pa.Table, unit: Decimal) -> pa.Table | None:
+    """The split in numpy (see :func:`split_units`); None when it declines (then DuckDB's 128 bits)."""
+    amount = decimal_unscaled(shares.column("amount"))
+    weight = decimal_unscaled(shares.column("weight"))
+    if amount is None or weight is None:
+        return None
+    line = shares.column("_i").to_numpy()
+    got = split_units(line, amount, weight, shares.column("tenant_id"), nanos(unit))
+    if got is None:
+        return None
+    out = shares.select(_SHARE_COLS[:-1]).append_column("amount", unscaled_to_decimal(got, QUANTITY))
+    return out.append_column("reason", pa.nulls(out.num_rows, pa.string())).cast(_rows_schema())
+
+
+def _split_python(shares: pa.Table, unit: Decimal) -> pa.Table:
+    rows = shares.to_pylist()
+    by_line: dict[str, list[dict]] = {}
+    for r in rows:
+        by_line.setdefault(r["line_id"], []).append(r)
+    out = []
+    for group in by_line.values():
+        amounts = split_exact(group[0]["amount"], [int(r["weight"]) for r in group],
+                              [r["tenant_id"] for r in group], unit)
+        for r, a in zip(group, amounts):
+            out.append({**{k: r[k] for k in _SHARE_COLS}, "amount": a, "reason": None})
+    return _rows_table(out)
+
+
+def _rows_schema() -> pa.Schema:
+    return pa.schema([("line_id", pa.string()), ("day", pa.date32()), ("service", pa.string()),
+                      ("currency", pa.string()), ("method", pa.string()), ("rule", pa.string()),
+                      ("driver", pa.string()), ("driver_quantity", QUANTITY), ("tenant_id", pa.string()),
+                      ("amount", QUANTITY), ("reason", pa.string())])
+
+
+def _empty_rows() -> pa.Table:
+    return _rows_schema().empty_table()
+
+
+def _rows_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=_rows_schema())

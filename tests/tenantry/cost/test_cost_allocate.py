@@ -12,6 +12,7 @@ from conftest import DAY, focus_row, write_focus_csv
 
 from tenantry.cost import allocate as A
 from tenantry.cost import readers
+from tenantry.cost import split as S
 from tenantry.cost.drivers import DRIVER_SCHEMA
 from tenantry.cost.rules import parse_cost
 from tenantry.schemas import PLATFORM
@@ -180,7 +181,7 @@ def test_a_monthly_charge_is_driven_by_the_whole_charge_period(tmp_path):
 ])
 def test_duckdb_split_matches_the_python_reference(tmp_path, amount, weights):
     keys = [f"t{i}" for i in range(len(weights))]
-    ref = A.split_exact(Decimal(amount), weights, keys)
+    ref = S.split_exact(Decimal(amount), weights, keys)
     assert sum(ref) == Decimal(amount)
     pct = {k: Decimal(w) * 100 / sum(weights) for k, w in zip(keys, weights)}
     # fixed percentages reproduce the same weights up to a common factor
@@ -189,7 +190,7 @@ def test_duckdb_split_matches_the_python_reference(tmp_path, amount, weights):
          "driver_quantity": None, "tenant_id": k, "amount": Decimal(amount), "weight": Decimal(w)}
         for k, w in zip(keys, weights) if w], schema=A._SHARES_SCHEMA)
     import duckdb
-    out = A._split(duckdb.connect(), shares, Decimal("1e-9")).to_pylist()
+    out = S._split(duckdb.connect(), shares, Decimal("1e-9")).to_pylist()
     assert {r["tenant_id"]: r["amount"] for r in out} == {k: v for k, v, w in zip(keys, ref, weights) if w}
     assert pct  # weights were valid
 
@@ -201,10 +202,10 @@ def test_products_past_128_bits_fall_back_to_exact_python_integers():
          "driver": "d", "driver_quantity": None, "tenant_id": t, "amount": huge, "weight": Decimal(w)}
         for t, w in (("a", 10**20), ("b", 2 * 10**20 + 1))], schema=A._SHARES_SCHEMA)
     import duckdb
-    out = A._split(duckdb.connect(), shares, Decimal("1e-9")).to_pylist()
+    out = S._split(duckdb.connect(), shares, Decimal("1e-9")).to_pylist()
     with decimal.localcontext(prec=60):  # the default 28 digits would round this sum itself
         assert sum(r["amount"] for r in out) == huge
-    assert [r["amount"] for r in out] == A.split_exact(huge, [10**20, 2 * 10**20 + 1], ["a", "b"])
+    assert [r["amount"] for r in out] == S.split_exact(huge, [10**20, 2 * 10**20 + 1], ["a", "b"])
 
 
 def test_no_lines_allocate_to_nothing():
