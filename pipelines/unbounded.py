@@ -130,7 +130,9 @@ class _WriteTickParts(beam.DoFn):
 
 
 def tick_run_id(session: str, w) -> str:
-    return f"s{session}-{int(w.start.micros // 1_000_000)}"
+    """One run per tick window. Milliseconds, not seconds: two sub-second ticks sharing a run id
+    would commit twice, and the second manifest would drop the first tick's inputs."""
+    return f"s{session}-{w.start.micros // 1000}"
 
 
 class _TagInput(beam.DoFn):
@@ -158,8 +160,11 @@ class _CommitTick(beam.DoFn):
         from tenantry.warehouse import Warehouse
 
         cfg = tconfig.Config.model_validate_json(self.cfg_json)
+        wh = Warehouse(self.warehouse_root)
         with self._lock:
-            yield commit_run(Warehouse(self.warehouse_root), run_id, inputs, cfg)
+            if (wh.manifests / f"{run_id}.json").exists():  # would replace that run's inputs: a bug
+                raise RuntimeError(f"run {run_id} is already committed; refusing to commit it twice")
+            yield commit_run(wh, run_id, inputs, cfg)
 
 
 def commit_run(wh, run_id: str, inputs: list[str], cfg: tconfig.Config) -> dict:

@@ -115,3 +115,12 @@ def test_the_same_pipeline_watches_an_s3_prefix(tmp_path, monkeypatch):
         assert spans == expected
     finally:
         server.stop()
+
+
+def test_sub_second_ticks_get_their_own_runs():
+    from apache_beam.transforms.window import IntervalWindow
+
+    from pipelines.unbounded import tick_run_id
+
+    a, b = IntervalWindow(10.0, 10.5), IntervalWindow(10.5, 11.0)
+    assert tick_run_id("x", a) != tick_run_id("x", b)
