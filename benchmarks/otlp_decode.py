@@ -10,8 +10,11 @@ the same run:
 - ``decode_request``     tenantry.otlp.decode_request, one process (the numpy span decoder);
 - ``... upb path``       the same from an already parsed lite message (the per-column upb path);
 - ``decode_files p=1``  tenantry.otlp.decode_files over .pb files in this process;
-- ``... p=2 (pool)``     the same across 2 worker processes of a DecodePool started once (includes
-                         reading the files and shipping Arrow IPC between processes);
+- ``decode_groups p=1``  tenantry.otlp.decode_groups (what the pipelines use): requests decoded four
+                         files at a time in one vectorized pass;
+- ``... p=2 (pool)``     decode_files / decode_groups across 2 worker processes of a DecodePool
+                         started once (includes reading the files and shipping Arrow IPC between
+                         processes);
 - ``... p=2 (per call)`` 2 workers started by each decode_files call (what a one-off call pays).
 
 Prints best and median spans/s of ``--repeat`` runs, the load average before each row, and
@@ -36,7 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from tenantry.otlp import DecodePool, decode_files, decode_request  # noqa: E402
+from tenantry.otlp import DecodePool, decode_files, decode_groups, decode_request  # noqa: E402
 from tenantry.otlp.messages import LITE_CLASSES  # noqa: E402
 
 
@@ -163,10 +166,16 @@ def main() -> None:
             n = sum(t["spans"].num_rows for _, t in decode_files(paths, **kw))
             assert n == total, n
 
+        def run_groups(**kw):
+            n = sum(t["spans"].num_rows for _, t in decode_groups(paths, **kw))
+            assert n == total, n
+
         results["decode_files p=1"] = _rate(run, total, args.repeat)
+        results["decode_groups p=1"] = _rate(run_groups, total, args.repeat)
         with DecodePool(2) as pool:
             run(pool=pool)  # start the workers once, outside the timings
             results["decode_files p=2 (pool)"] = _rate(lambda: run(pool=pool), total, args.repeat)
+            results["decode_groups p=2 (pool)"] = _rate(lambda: run_groups(pool=pool), total, args.repeat)
         list(decode_files(paths[:1], processes=2))  # start the fork server, outside the timings
         results["decode_files p=2 (per call)"] = _rate(lambda: run(processes=2), total, args.repeat)
 

@@ -6,9 +6,14 @@
 
 The pipeline (every step a named composite, I/O only at the edges)::
 
-    ReadTasks → Decode → ApplyProcessors ─┬─ SreHourly ──────────┐
+    ReadTasks → Decode → ApplyProcessors ─┬─ DeriveUsage ────────┐
+                                          ├─ SpanPartials ───────┤  (SRE + security)
                                           ├─ Coverage ───────────┤
-                                          └─ SampleForStorage ───┴─ WriteLake
+                                          └─ SampleForStorage ───┴─ WriteLake (one step per output)
+
+Decoding reads the next Parquet row group, and the lake writes run, on background threads
+(:class:`pipelines.io.ReadAhead`, :class:`pipelines.io.WriteLake`), so Arrow's reading, encoding
+and compression use the machine's other cores while Python works on the current batch.
 """
 
 from __future__ import annotations
@@ -34,8 +39,7 @@ from pipelines.transforms import sre as sre_t
 from pipelines.transforms.coverage import CoveragePartials
 from pipelines.transforms.partials import Family, MergeFamilies, summing
 from pipelines.transforms.process import QUARANTINE, STATS, ApplyProcessors, split_chain
-from pipelines.transforms.security import SecurityPartials
-from pipelines.transforms.sre import SrePartials
+from pipelines.transforms.span_partials import SpanPartials
 from pipelines.transforms.usage import DeriveUsage
 from tenantry import config as tconfig
 from tenantry import ledger, security, slo
@@ -102,7 +106,7 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
         p
         | "ReadTasks" >> beam.Create(tasks)
         | "Reshuffle" >> beam.Reshuffle()
-        | "Decode" >> beam.FlatMap(io.read_task, batch_rows)
+        | "Decode" >> beam.ParDo(io.ReadAhead(batch_rows)).with_output_types(io.Chunk)
     )
     from tenantry.landing import chain_digest
 
@@ -120,7 +124,7 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
     )
     # each output is written by its own step (no Flatten): the runner fuses these writes with
     # the steps that produce them, so big batches are never encoded between stages
-    write = io.WriteLakeParts(warehouse_root, run_id)
+    write = io.WriteLake(warehouse_root, run_id)
     outputs = {
         "WriteRows": stored["kept"],
         "WriteQuarantine": processed[QUARANTINE],
@@ -128,13 +132,13 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
         "WriteDerivedUsage": derived,
         # aggregate partials per batch, written in the stage that computes them: the views sum
         # them, memory stays flat, and nothing big crosses a stage boundary
-        "WriteSre": kept | "Sre" >> SrePartials(),
-        "WriteSecurity": kept | "Security" >> SecurityPartials(security_settings),
+        # the SRE and security partials group each batch by the same keys: computed together
+        "WriteSpanPartials": kept | "SpanPartials" >> SpanPartials(security_settings),
         "WriteCoverage": kept | "Coverage" >> CoveragePartials(),
         "WriteStats": stats,
     }
     for label, pcoll in outputs.items():
-        pcoll | label >> beam.Map(write)
+        pcoll | label >> beam.ParDo(write)
 
 
 def _run_id(ingest_ids: list[str], chain_desc: str) -> str:

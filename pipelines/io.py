@@ -16,15 +16,20 @@ runs record the ids they consumed, so a re-run over the same input is a no-op.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import hashlib
 import os
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Tuple
 
+import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 import pyarrow.parquet as pq
+from apache_beam.coders import coder_impl, coders
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 
 from tenantry import schemas
 
@@ -34,6 +39,44 @@ SUPPORTED = "seg-*.arrow and nseg-*.arrow (landing), *.json, *.jsonl, *.pb (opti
 
 #: schema metadata key on chunks that a receiver already ran the processor chain over
 PROCESSED_BY = b"tenantry.processed_by"
+
+
+#: what flows between the pipeline's steps: (table, part name, rows)
+Chunk = Tuple[str, str, pa.Table]
+
+
+class ArrowTableCoder(coders.Coder):
+    """Arrow tables as Arrow IPC streams, with a size estimate that reads no data.
+
+    Beam samples the encoded size of elements for its counters; with the default (pickle) coder
+    that meant serializing whole batches just to measure them. Registered for ``pa.Table``, so
+    steps typed with :data:`Chunk` use it.
+    """
+
+    def encode(self, table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write(table)
+        return sink.getvalue().to_pybytes()
+
+    def decode(self, data: bytes) -> pa.Table:
+        return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+    def _create_impl(self):
+        return coder_impl.CallbackCoderImpl(self.encode, self.decode, size_estimator=_nbytes)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self):
+        return pa.Table
+
+
+def _nbytes(table) -> int:
+    return table.get_total_buffer_size()
+
+
+beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
 
 
 class InputError(ValueError):
@@ -209,8 +252,9 @@ def read_task(task: ReadTask, batch_rows: int) -> Iterator[tuple[str, str, pa.Ta
             yield table, f"{key}-{table}-{n}", pa.concat_tables(parts)
 
     paths = [one.path for one in task.inputs]
-    decoded = otlp.decode_files(paths, pool=_decode_pool()) if len(paths) > 1 and _decode_pool() else (
-        chunk for path in paths for chunk in otlp.iter_file(path))
+    # small .pb trace requests decode together, a group of files per call (on the decoder pool's
+    # processes when there is more than one file): the decoder's cost is mostly per call
+    decoded = otlp.decode_groups(paths, pool=_decode_pool() if len(paths) > 1 else None)
     for _batch_id, tables in decoded:
         for table, data in tables.items():
             if data.num_rows == 0:
@@ -248,7 +292,8 @@ def _decode_pool():
 class WriteLakeParts:
     """Writes (table, part, rows) chunks as Parquet parts of one run (see tenantry.warehouse).
 
-    A plain callable so it can be used with ``beam.Map``; returns (table, rows written).
+    A plain callable so it can be used with ``beam.Map``; returns (table, rows written). The
+    pipelines use :class:`WriteLake`, which does the same on background threads.
     """
 
     def __init__(self, warehouse_root: str, run_id: str):
@@ -257,12 +302,117 @@ class WriteLakeParts:
         self._wh = None
 
     def __call__(self, chunk):
+        table, rows = self.write(chunk)
+        if table in schemas.SIGNAL_TABLES:
+            Metrics.counter("tenantry", f"kept.{table}").inc(rows)
+        return table, rows
+
+    def write(self, chunk) -> tuple[str, int]:
+        """Write one chunk (thread-safe: parts have distinct names and are renamed into place)."""
         from tenantry.warehouse import Warehouse
 
         if self._wh is None:
             self._wh = Warehouse(self.warehouse_root)
         table, part, data = chunk
         self._wh.write_part(table, self.run_id, part, data)
+        return table, data.num_rows
+
+
+# -- background threads: Parquet reads and writes overlap the processing of other batches ------
+
+class _Background:
+    """A few threads for Parquet reads and writes (Arrow releases the GIL while it decodes,
+    encodes and compresses, so they run on the machine's other cores), with at most ``limit``
+    tasks queued or running, so memory stays bounded however fast the producers are."""
+
+    def __init__(self, threads: int):
+        self._pool = cf.ThreadPoolExecutor(threads, thread_name_prefix="tenantry-io")
+        self._slots = threading.BoundedSemaphore(2 * threads + 2)
+
+    def submit(self, fn, *args) -> cf.Future:
+        self._slots.acquire()
+        try:
+            future = self._pool.submit(fn, *args)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _f: self._slots.release())
+        return future
+
+
+_BACKGROUND: list = []
+
+
+def _background() -> _Background | None:
+    """The process's I/O threads (one per core by default); ``TENANTRY_IO_THREADS=0`` reads
+    and writes on the calling thread instead."""
+    if not _BACKGROUND:
+        n = int(os.environ.get("TENANTRY_IO_THREADS", os.cpu_count() or 1))
+        _BACKGROUND.append(_Background(n) if n > 0 else None)
+    return _BACKGROUND[0]
+
+
+def _read_all(task: ReadTask, batch_rows: int) -> list:
+    return list(read_task(task, batch_rows))
+
+
+class ReadAhead(beam.DoFn):
+    """:func:`read_task` for each task, reading the next Parquet row group while the steps
+    after this one work on the current one (at most one task is read ahead). Other inputs are
+    read in order as they come (OTLP decoding has its own process pool). For bounded pipelines:
+    the last task's chunks are emitted when the bundle ends, in the global window."""
+
+    def __init__(self, batch_rows: int):
+        self.batch_rows = batch_rows
+        self._ahead = None
+
+    def start_bundle(self):
+        self._ahead = None
+
+    def process(self, task: ReadTask):
+        pool = _background()
+        if pool is None or task.input.kind != "parquet":
+            yield from read_task(task, self.batch_rows)
+            return
+        ahead, self._ahead = self._ahead, pool.submit(_read_all, task, self.batch_rows)
+        if ahead is not None:
+            yield from ahead.result()
+
+    def finish_bundle(self):
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            for chunk in ahead.result():
+                yield GlobalWindows.windowed_value(chunk)
+
+
+class WriteLake(beam.DoFn):
+    """Writes chunks as lake parts of one run on the background threads; the bundle finishes
+    only when its parts are written (a failed write fails the bundle). Counts ``kept.<table>``."""
+
+    def __init__(self, warehouse_root: str, run_id: str):
+        self.writer = WriteLakeParts(warehouse_root, run_id)
+        self._pending: list[cf.Future] = []
+
+    def start_bundle(self):
+        self._pending = []
+
+    def process(self, chunk):
+        table, _part, data = chunk
         if table in schemas.SIGNAL_TABLES:
             Metrics.counter("tenantry", f"kept.{table}").inc(data.num_rows)
-        return table, data.num_rows
+        pool = _background()
+        if pool is None:
+            self.writer.write(chunk)
+            return
+        still = []
+        for f in self._pending:
+            if f.done():
+                f.result()  # a failed write fails the bundle now
+            else:
+                still.append(f)
+        self._pending = still + [pool.submit(self.writer.write, chunk)]
+
+    def finish_bundle(self):
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()

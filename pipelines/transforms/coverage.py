@@ -6,6 +6,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.io import Chunk
 from pipelines.transforms.partials import Family, as_part, summing
 from tenantry import schemas
 
@@ -48,4 +49,4 @@ class CoveragePartials(beam.PTransform):
     """Chunks in → ``(coverage_partials, part, partial)`` chunks, one per batch."""
 
     def expand(self, chunks):
-        return chunks | "PartialPerBatch" >> beam.FlatMap(_CoverageFn())
+        return chunks | "PartialPerBatch" >> beam.FlatMap(_CoverageFn()).with_output_types(Chunk)

@@ -8,10 +8,13 @@ the combiner below is associative and commutative, as Beam requires.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tenantry import schemas
 
@@ -27,6 +30,95 @@ class Family:
     @property
     def schema(self) -> pa.Schema:
         return schemas.LAKE_TABLES[self.table]
+
+
+class Key(NamedTuple):
+    """One group-by key of a batch: an integer code per row (0 <= code < ``card``) and how codes
+    turn back into values (a dictionary array, or a function of the codes)."""
+
+    codes: np.ndarray
+    decode: pa.Array | Callable[[np.ndarray], pa.Array]
+    card: int
+
+    def values(self, codes: np.ndarray) -> pa.Array:
+        if callable(self.decode):
+            return self.decode(codes)
+        return self.decode.take(pa.array(codes))
+
+    def take(self, rows: np.ndarray) -> Key:
+        return Key(self.codes[rows], self.decode, self.card)
+
+
+def string_key(column) -> Key:
+    """A :class:`Key` over a string column (its dictionary encoding)."""
+    enc = pc.dictionary_encode(column)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks() if enc.num_chunks != 1 else enc.chunk(0)
+    return Key(enc.indices.to_numpy().astype(np.int64), enc.dictionary, max(len(enc.dictionary), 1))
+
+
+def time_key(ns: np.ndarray, unit_ns: int) -> Key:
+    """A :class:`Key` over epoch nanoseconds floored to ``unit_ns`` (codes count units from the
+    earliest)."""
+    units = ns // unit_ns
+    lo = int(units.min()) if len(units) else 0
+    hi = int(units.max()) if len(units) else 0
+    return Key(units - lo, lambda c: pa.array((c + lo) * unit_ns, schemas.TS), hi - lo + 1)
+
+
+def distinct(packed: np.ndarray, radix: int) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values of ``packed`` ascending, each row's index among them), for values in
+    ``[0, radix)``: a bincount over the value range when it is small (linear time), else a sort."""
+    if radix <= 8 * len(packed) + 65536:
+        present = np.flatnonzero(np.bincount(packed, minlength=radix))
+        lookup = np.zeros(radix, np.int64)
+        lookup[present] = np.arange(len(present))
+        return present, lookup[packed]
+    return np.unique(packed, return_inverse=True)
+
+
+@dataclasses.dataclass
+class Groups:
+    """Rows grouped by one or more keys: each row's group (``inverse``) and, per group, the code
+    of every key. Built a key at a time (:meth:`by`), so families that share leading keys (hour,
+    tenant, service) share that work; codes are packed as ``group * card + code`` and made dense
+    again after every key, so they never overflow."""
+
+    inverse: np.ndarray
+    n: int
+    codes: dict[str, np.ndarray]
+    keys: dict[str, Key]  # for decoding the codes into values
+
+    @classmethod
+    def rows(cls, n_rows: int) -> Groups:
+        """All rows in one group (the start of a chain of :meth:`by`)."""
+        return cls(np.zeros(n_rows, np.int64), 1, {}, {})
+
+    def by(self, name: str, key: Key) -> Groups:
+        """These groups split further by ``key`` (whose codes are per row, like ``inverse``)."""
+        uniq, inverse = distinct(self.inverse * key.card + key.codes, self.n * key.card)
+        parent, code = np.divmod(uniq, key.card)
+        codes = {k: v[parent] for k, v in self.codes.items()}
+        codes[name] = code
+        return Groups(inverse, len(uniq), codes, {**self.keys, name: key})
+
+    def take(self, rows: np.ndarray) -> Groups:
+        """The same groups over a subset of the rows (some groups may then have no row)."""
+        return Groups(self.inverse[rows], self.n, self.codes, self.keys)
+
+    def sums(self, values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """Per group, the sum of ``values`` (one per row) over the rows where ``where`` is true."""
+        if where is None:
+            return np.bincount(self.inverse, weights=values, minlength=self.n)
+        return np.bincount(self.inverse[where], weights=values[where], minlength=self.n)
+
+    def table(self, family: Family, sums: dict[str, np.ndarray], keep: np.ndarray | None = None) -> pa.Table:
+        """The family's partial: its key columns decoded and ``sums`` (one value per group, as
+        from :meth:`sums`), for the groups in ``keep`` (a mask; default all)."""
+        pick = (lambda a: a[keep]) if keep is not None else (lambda a: a)
+        cols = {k: self.keys[k].values(pick(self.codes[k])) for k in family.keys}
+        cols.update({c: pa.array(pick(v), pa.float64()) for c, v in sums.items()})
+        return pa.table(cols).select(list(family.keys + family.sums))
 
 
 def merge(family: Family, tables: Iterable[pa.Table]) -> pa.Table:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections import Counter
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from collector_processors.base import Chain, Processor, split_samplers, stats_table
-from pipelines.io import PROCESSED_BY
+from pipelines.io import PROCESSED_BY, Chunk
 
 QUARANTINE = "quarantine"
 STATS = "processor_stats"
@@ -93,7 +94,7 @@ class ApplyProcessors(beam.PTransform):
         self.digest = digest
 
     def expand(self, chunks):
-        out = chunks | "Process" >> beam.ParDo(_ProcessFn(self.chain, self.step, self.count_input, self.digest)).with_outputs(
-            QUARANTINE, STATS, main="kept"
-        )
+        fn = _ProcessFn(self.chain, self.step, self.count_input, self.digest)
+        typed = beam.ParDo(fn).with_output_types(Chunk, **{QUARANTINE: Chunk, STATS: pa.Table})
+        out = chunks | "Process" >> typed.with_outputs(QUARANTINE, STATS, main="kept")
         return {"kept": out.kept, QUARANTINE: out[QUARANTINE], STATS: out[STATS]}

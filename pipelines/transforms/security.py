@@ -23,8 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.io import Chunk
 from pipelines.transforms.partials import Family, as_part, summing
-from pipelines.transforms.sre import floor_ns, request_mask
+from pipelines.transforms.sre import SpanKeys, span_keys
 from tenantry import schemas
 from tenantry.security import SecuritySettings
 
@@ -80,16 +81,20 @@ def _status_codes(attrs: dict[str, pa.Array], settings: SecuritySettings) -> pa.
     return codes
 
 
-def security_partials(spans: pa.Table, settings: SecuritySettings) -> tuple[pa.Table | None, pa.Table | None]:
-    """(security_hourly_partials rows, security_events rows) of one batch of spans; None when empty."""
+def security_partials(spans: pa.Table, settings: SecuritySettings,
+                      keys: SpanKeys | None = None) -> tuple[pa.Table | None, pa.Table | None]:
+    """(security_hourly_partials rows, security_events rows) of one batch of spans; None when
+    empty. ``keys``: the batch's :func:`~pipelines.transforms.sre.span_keys`, when the caller has
+    them already (the SRE partials group by the same hour, tenant and service)."""
     if spans.num_rows == 0:
         return None, None
+    keys = keys or span_keys(spans)
     wanted = list(dict.fromkeys([*settings.status_code_attributes, settings.resource_owner_attribute,
                                  settings.baggage_attribute,
                                  *([settings.auth_failure_attribute] if settings.auth_failure_attribute else [])]))
     attrs = attribute_columns(spans.column("attributes"), wanted)
     tenant = spans.column("tenant_id")
-    is_req = request_mask(spans)
+    is_req = pa.array(keys.is_request)
     status = _status_codes(attrs, settings)
 
     def status_in(codes) -> pa.Array:
@@ -109,36 +114,28 @@ def security_partials(spans: pa.Table, settings: SecuritySettings) -> tuple[pa.T
         "cross_tenant_access": _differs(owner, tenant),
         "tenant_mismatch": _differs(claimed, tenant),
     }
-    weight = pc.fill_null(spans.column("sample_weight"), 1.0)
-    is_error = pc.fill_null(pc.equal(spans.column("status_code"), "error"), False)
-    hour = pa.array(floor_ns(pc.fill_null(spans.column("start_time"), pa.scalar(0, schemas.TS)), _HOUR_NS), schemas.TS)
+    # counted per (hour, tenant, service) over the spans with a start time
+    timed, weight = keys.timed, keys.weight[keys.timed]
 
-    def weighted(mask):
-        return pc.if_else(mask, weight, 0.0)
+    def weighted(mask: np.ndarray) -> np.ndarray:
+        return keys.hourly.sums(weight, mask[timed])
 
-    rows = pa.table({
-        "hour": hour, "tenant_id": tenant, "service_name": spans.column("service_name"),
-        "requests": weighted(is_req), "errors": weighted(pc.and_(is_req, is_error)),
-        "auth_failures": weighted(flags["auth_failure"]), "authz_denials": weighted(flags["authz_denied"]),
-        "rate_limited": weighted(flags["rate_limited"]),
-        "cross_tenant_access": weighted(flags["cross_tenant_access"]),
-        "tenant_mismatch": weighted(flags["tenant_mismatch"]),
-    }).filter(pc.is_valid(spans.column("start_time")))
-    counts = rows.group_by(list(SECURITY_HOURLY.keys), use_threads=False).aggregate(
-        [(c, "sum") for c in SECURITY_HOURLY.sums]
-    ).rename_columns(list(SECURITY_HOURLY.keys + SECURITY_HOURLY.sums))
-    counts = counts.filter(pc.greater(_row_total(counts), 0))
+    masks = {name: np.asarray(f.to_numpy(zero_copy_only=False), dtype=bool) for name, f in flags.items()}
+    sums = {
+        "requests": weighted(keys.is_request), "errors": weighted(keys.is_request & keys.is_error),
+        "auth_failures": weighted(masks["auth_failure"]), "authz_denials": weighted(masks["authz_denied"]),
+        "rate_limited": weighted(masks["rate_limited"]), "cross_tenant_access": weighted(masks["cross_tenant_access"]),
+        "tenant_mismatch": weighted(masks["tenant_mismatch"]),
+    }
+    total = sums["requests"]
+    for c in SECURITY_HOURLY.sums[1:]:  # the groups with something to count
+        total = total + sums[c]
+    counts = keys.hourly.table(SECURITY_HOURLY, sums, keep=total > 0)
+    hour = pa.array(keys.start_ns - keys.start_ns % _HOUR_NS, schemas.TS)
     details = {"auth_failure": status, "authz_denied": status, "rate_limited": status,
                "cross_tenant_access": owner, "tenant_mismatch": claimed}
     events = _evidence(spans, hour, flags, details)
     return (counts if counts.num_rows else None), (events if events.num_rows else None)
-
-
-def _row_total(counts: pa.Table) -> pa.Array:
-    total = counts.column(SECURITY_HOURLY.sums[0])
-    for c in SECURITY_HOURLY.sums[1:]:
-        total = pc.add(total, counts.column(c))
-    return total
 
 
 def _differs(claimed: pa.Array, tenant: pa.ChunkedArray) -> pa.Array:
@@ -218,4 +215,4 @@ class SecurityPartials(beam.PTransform):
         self.settings = settings or SecuritySettings()
 
     def expand(self, chunks):
-        return chunks | "SecurityPerBatch" >> beam.ParDo(_SecurityFn(self.settings))
+        return chunks | "SecurityPerBatch" >> beam.ParDo(_SecurityFn(self.settings)).with_output_types(Chunk)

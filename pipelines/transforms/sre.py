@@ -14,19 +14,33 @@ One pass over a batch of spans yields four mergeable partial families:
 - ``latency_sketch_op_hourly`` (hour, tenant, service, operation, key): DDSketch bucket counts; days
   are sums of hours, so a day's quantile is exactly the quantile of a day-long sketch.
 - ``sre_hourly_partials`` and ``latency_sketch_hourly`` (hour, tenant, service): the original
-  service-level families, re-grouped from the two above (small tables), so existing views keep working.
+  service-level families (existing views and billing reconciliation read them).
 
-Grouping packs the keys into one integer per row and uses numpy (see :func:`_group`).
+Grouping is numpy over integer key codes (:class:`~pipelines.transforms.partials.Groups`), one
+key at a time: (hour, tenant, service) is grouped once per batch (:func:`span_keys`), the
+operation families refine it, and the security partials share it
+(:mod:`pipelines.transforms.span_partials` runs both on one batch).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.transforms.partials import Family, as_part, summing
+from pipelines.io import Chunk
+from pipelines.transforms.partials import (
+    Family,
+    Groups,
+    Key,
+    as_part,
+    string_key,
+    summing,
+    time_key,
+)
 from tenantry import schemas, sketch
 
 LADDER_COLUMNS = tuple(f"slow_over_{t}ms" for t in schemas.LATENCY_LADDER_MS)
@@ -48,99 +62,89 @@ _HOUR_NS = 3600 * 10**9
 _NO_OPERATION = "(unnamed)"
 
 
-def request_mask(spans: pa.Table) -> pa.Array:
-    """True for entry-point spans (server, consumer) with a start time: the requests of RED."""
+def _bools(mask) -> np.ndarray:
+    return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+@dataclasses.dataclass
+class SpanKeys:
+    """What the SRE and security partials of one batch of spans group and weigh by, computed
+    once for both (numpy, one entry per span; see :func:`span_keys`)."""
+
+    has_start: np.ndarray  # start_time is set: the span belongs to an hour
+    start_ns: np.ndarray  # epoch ns, 0 where unset
+    is_request: np.ndarray  # server or consumer span with a start time
+    is_error: np.ndarray  # status_code == "error"
+    weight: np.ndarray  # sample_weight, 1 where unset
+    hourly: Groups  # spans with a start time, by (hour, tenant_id, service_name)
+    timed: np.ndarray  # the row of each span of ``hourly`` (the spans with a start time)
+
+
+def span_keys(spans: pa.Table) -> SpanKeys:
+    start = spans.column("start_time")
+    has_start = _bools(pc.is_valid(start))
+    start_ns = pc.fill_null(start, pa.scalar(0, schemas.TS)).cast(pa.int64()).to_numpy()
     kind = spans.column("kind")
-    is_req = pc.or_(pc.equal(kind, "server"), pc.equal(kind, "consumer"))
-    return pc.and_(pc.fill_null(is_req, False), pc.is_valid(spans.column("start_time")))
-
-
-def floor_ns(times: pa.ChunkedArray | pa.Array, unit_ns: int) -> np.ndarray:
-    """Epoch nanoseconds floored to ``unit_ns`` (integer math; pc.floor_temporal is ~5x slower)."""
-    ns = times.cast(pa.int64()).to_numpy()
-    return ns - ns % unit_ns
-
-
-def _codes(col) -> tuple[np.ndarray, pa.Array, int]:
-    """(integer code per row, dictionary of values, cardinality) of a string column."""
-    enc = pc.dictionary_encode(col)
-    if isinstance(enc, pa.ChunkedArray):
-        enc = enc.combine_chunks() if enc.num_chunks != 1 else enc.chunk(0)
-    return enc.indices.to_numpy().astype(np.int64), enc.dictionary, len(enc.dictionary)
-
-
-def _group(family: Family, keys: dict[str, tuple[np.ndarray, object, int]], sums: dict[str, np.ndarray]) -> pa.Table:
-    """Sum ``sums`` per distinct combination of ``keys`` (each key: (codes, decode, cardinality)).
-
-    The keys are packed into one int64 per row (mixed radix), grouped with one ``np.unique``
-    (a quicksort) and summed with a ``np.bincount`` per column: ~4x faster than Arrow's
-    group-by over several string keys. ``decode`` is a dictionary (pa.Array) or a callable from
-    codes to an Arrow array.
-    """
-    combined = np.zeros(len(next(iter(sums.values()))), dtype=np.int64)
-    radix = 1
-    for codes, _decode, card in keys.values():
-        radix *= max(card, 1)
-        if radix >= 2**62:  # cannot happen for sane batches; the message says what was too big
-            raise OverflowError(f"{family.table}: too many distinct group keys in one batch to pack")
-        combined = combined * max(card, 1) + codes
-    rest, inverse = np.unique(combined, return_inverse=True)
-    cols = {}
-    for name, (_codes_, decode, card) in reversed(keys.items()):  # unpack the radix, last key first
-        rest, picked = np.divmod(rest, max(card, 1))
-        cols[name] = decode(picked) if callable(decode) else decode.take(pa.array(picked)).cast(pa.string())
-    n = len(rest)
-    for name, values in sums.items():
-        cols[name] = pa.array(np.bincount(inverse, weights=values, minlength=n), pa.float64())
-    return pa.table(cols).select(list(family.keys + family.sums))
-
-
-def _time_codes(ns: np.ndarray, unit_ns: int):
-    """Codes for floored times: (offset in units from the batch's earliest, decoder, span)."""
-    units = ns // unit_ns
-    lo = int(units.min())
-    return (units - lo, lambda c: pa.array((c + lo) * unit_ns, schemas.TS), int(units.max()) - lo + 1)
+    is_request = _bools(pc.fill_null(pc.or_(pc.equal(kind, "server"), pc.equal(kind, "consumer")), False)) & has_start
+    is_error = _bools(pc.fill_null(pc.equal(spans.column("status_code"), "error"), False))
+    weight = pc.fill_null(spans.column("sample_weight"), 1.0).to_numpy()
+    timed = np.flatnonzero(has_start)
+    hourly = (Groups.rows(len(timed)).by("hour", time_key(start_ns[timed], _HOUR_NS))
+              .by("tenant_id", string_key(spans.column("tenant_id")).take(timed))
+              .by("service_name", string_key(spans.column("service_name")).take(timed)))
+    return SpanKeys(has_start, start_ns, is_request, is_error, weight, hourly, timed)
 
 
 _COLUMNS = ["kind", "start_time", "tenant_id", "service_name", "name", "status_code", "duration_ms", "sample_weight"]
 
 
-def sre_partials(spans: pa.Table) -> dict[str, pa.Table]:
-    """The four SRE partial families (module docstring) of one batch of spans; ``{}`` without requests."""
-    spans = spans.select(_COLUMNS)  # filtering only what is needed is 4x cheaper than the whole row
-    req = spans.filter(request_mask(spans))
-    if req.num_rows == 0:
+def sre_partials(spans: pa.Table, keys: SpanKeys | None = None) -> dict[str, pa.Table]:
+    """The four SRE partial families (module docstring) of one batch of spans; ``{}`` without
+    requests. ``keys``: the batch's :func:`span_keys`, when the caller has them already."""
+    if spans.num_rows == 0:
         return {}
-    start_ns = req.column("start_time").cast(pa.int64()).to_numpy()
-    weight = pc.fill_null(req.column("sample_weight"), 1.0).to_numpy()
-    is_error = pc.fill_null(pc.equal(req.column("status_code"), "error"), False).to_numpy(zero_copy_only=False)
-    duration = pc.fill_null(req.column("duration_ms"), 0.0).to_numpy()
-    names = {
-        "tenant_id": _codes(req.column("tenant_id")),
-        "service_name": _codes(req.column("service_name")),
-        "operation": _codes(pc.fill_null(req.column("name"), _NO_OPERATION)),
-    }
+    keys = keys or span_keys(spans.select(_COLUMNS))
+    at = np.flatnonzero(keys.is_request[keys.timed])  # requests, as positions among the timed spans
+    if len(at) == 0:
+        return {}
+    rows = keys.timed[at]
+    hourly = keys.hourly.take(at)
+    weight = keys.weight[rows]
+    duration = pc.fill_null(spans.column("duration_ms"), 0.0).to_numpy()[rows]
+    is_error = keys.is_error[rows]
+    # (sums, rows counted): errors and slow requests are a few rows; summing only those adds the
+    # same values in the same order as summing zeros for the others, and is several times cheaper
     red_sums = {
-        "requests": weight,
-        "errors": np.where(is_error, weight, 0.0),
-        "duration_sum_ms": duration * weight,
-        **{c: np.where(duration > t, weight, 0.0) for c, t in zip(LADDER_COLUMNS, schemas.LATENCY_LADDER_MS)},
+        "requests": (weight, None),
+        "errors": (weight, is_error),
+        "duration_sum_ms": (duration * weight, None),
+        **{c: (weight, duration > t) for c, t in zip(LADDER_COLUMNS, schemas.LATENCY_LADDER_MS)},
     }
-    red = _group(RED_MINUTELY, {"minute": _time_codes(start_ns, _MINUTE_NS), **names}, red_sums)
+    name = string_key(pc.fill_null(spans.column("name"), _NO_OPERATION)).take(rows)
+    operation = hourly.by("operation", name)
+    red = operation.by("minute", time_key(keys.start_ns[rows], _MINUTE_NS))
+    bucket = _bucket_key(duration)
+    lat_op = operation.by("key", bucket)
+    lat_hour = hourly.by("key", bucket)
+    # every hourly group with a request (some hourly groups hold only non-request spans)
+    has_request = np.bincount(hourly.inverse, minlength=hourly.n) > 0
+    return {
+        RED_MINUTELY.table: red.table(RED_MINUTELY, {c: red.sums(*v) for c, v in red_sums.items()}),
+        LATENCY_OP_HOURLY.table: lat_op.table(LATENCY_OP_HOURLY, {"count": lat_op.sums(weight)}),
+        SRE_HOURLY.table: hourly.table(SRE_HOURLY, {c: hourly.sums(*red_sums[c]) for c in SRE_HOURLY.sums},
+                                       keep=has_request),
+        LATENCY_HOURLY.table: lat_hour.table(LATENCY_HOURLY, {"count": lat_hour.sums(weight)}),
+    }
+
+
+def _bucket_key(duration: np.ndarray) -> Key:
+    """Sketch bucket keys as a :class:`Key`; ZERO_KEY (-2**31) gets the code just below the
+    smallest real key, so the codes stay a small range."""
     bucket = sketch.keys(duration).astype(np.int64)
-    # ZERO_KEY (-2**31) would blow the radix up: give it the code just below the smallest real key
     real = bucket != sketch.ZERO_KEY
     lo = int(bucket[real].min()) - 1 if real.any() else 0
-    bucket_codes = np.where(real, bucket - lo, 0)
-    key_decode = lambda c: pa.array(np.where(c == 0, sketch.ZERO_KEY, c + lo), pa.int32())  # noqa: E731
-    hour = _time_codes(start_ns, _HOUR_NS)
-    key = (bucket_codes, key_decode, int(bucket_codes.max()) + 1)
-    lat_op = _group(LATENCY_OP_HOURLY, {"hour": hour, **names, "key": key}, {"count": weight})
-    service = {"hour": hour, "tenant_id": names["tenant_id"], "service_name": names["service_name"]}
-    sre_hour = _group(SRE_HOURLY, service, {c: red_sums[c] for c in SRE_HOURLY.sums})
-    lat_hour = _group(LATENCY_HOURLY, {**service, "key": key}, {"count": weight})
-    return {RED_MINUTELY.table: red, LATENCY_OP_HOURLY.table: lat_op, SRE_HOURLY.table: sre_hour,
-            LATENCY_HOURLY.table: lat_hour}
+    codes = np.where(real, bucket - lo, 0)
+    return Key(codes, lambda c: pa.array(np.where(c == 0, sketch.ZERO_KEY, c + lo), pa.int32()), int(codes.max()) + 1)
 
 
 class _SrePartialsFn(beam.DoFn):
@@ -161,7 +165,7 @@ class SrePartials(beam.PTransform):
     batch, ready to write to the lake (the views sum them)."""
 
     def expand(self, chunks):
-        return chunks | "PartialPerBatch" >> beam.ParDo(_SrePartialsFn())
+        return chunks | "PartialPerBatch" >> beam.ParDo(_SrePartialsFn()).with_output_types(Chunk)
 
 
 #: the name pipelines/batch.py wires today; same outputs plus the two new families

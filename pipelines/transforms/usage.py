@@ -11,6 +11,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from pipelines.io import Chunk
 from tenantry import meters as meters_lib
 
 DERIVED_FROM = ("spans", "logs", "metric_points")
@@ -43,4 +44,4 @@ class DeriveUsage(beam.PTransform):
         self.meters = list(meters)
 
     def expand(self, chunks):
-        return chunks | "Derive" >> beam.FlatMap(_DeriveFn(self.meters))
+        return chunks | "Derive" >> beam.FlatMap(_DeriveFn(self.meters)).with_output_types(Chunk)

@@ -22,6 +22,7 @@ import concurrent.futures as cf
 import fnmatch
 import gzip
 import hashlib
+import logging
 import multiprocessing
 import zlib
 from pathlib import Path
@@ -33,6 +34,7 @@ from tenantry import landing
 from tenantry.otlp.decode import decode_request, empty_tables, malformed_request
 from tenantry.otlp.jsonfmt import detect_signal, load_json, parse_json_doc
 from tenantry.otlp.messages import SIGNALS, OtlpDecodeError
+from tenantry.otlp.spans import decode_span_bodies
 from tenantry.otlp.sniff import infer_signal, signal_from_name
 
 #: default bound on the bytes read (after decompression) from one file, or one .jsonl line
@@ -41,6 +43,7 @@ DEFAULT_MAX_DECOMPRESSED_BYTES = 256 << 20
 DEFAULT_CHUNK_BYTES = 8 << 20
 
 Chunk = tuple[str, dict[str, pa.Table]]
+logger = logging.getLogger(__name__)
 
 
 class _TooLarge(Exception):
@@ -207,6 +210,79 @@ def _decode_file_ipc(path: str, max_decompressed_bytes: int, chunk_bytes: int) -
             for batch, tables in iter_file(path, max_decompressed_bytes, chunk_bytes)]
 
 
+def _decode_group_ipc(paths: list[str], max_decompressed_bytes: int, chunk_bytes: int) -> list:
+    """Worker: :func:`decode_group` with non-empty tables as Arrow IPC stream bytes."""
+    return [(batch, {k: _to_ipc(t) for k, t in tables.items() if t.num_rows})
+            for batch, tables in decode_group(paths, max_decompressed_bytes, chunk_bytes)]
+
+
+def _trace_body(path: Path, limit: int) -> tuple[str, bytes] | None:
+    """(ingest batch, body) of a readable, non-empty ``.pb`` file of trace requests within the
+    size limit; None for anything else (which :func:`iter_file` handles, errors included)."""
+    lower = path.name.lower()
+    gz = lower.endswith(".gz")
+    base = lower[:-3] if gz else lower
+    if not base.endswith(".pb") or not path.exists():
+        return None
+    try:
+        batch = "file:" + _sha256(path)[:32]
+        data = _read_all(path, gz, limit)
+    except (_TooLarge, OSError, EOFError, zlib.error):
+        return None
+    if not data.strip() or (signal_from_name(path.name) or infer_signal(data)) != "traces":
+        return None
+    return batch, data
+
+
+def decode_group(paths: Iterable, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[Chunk]:
+    """The rows of :func:`iter_file` over each path, with the ``.pb`` trace requests among them
+    decoded together in one vectorized pass (:func:`~tenantry.otlp.spans.decode_span_bodies`),
+    which shares the numpy decoder's per-call cost. Every row keeps its own file's
+    ``ingest_batch``; the chunk of the combined requests is named after the first of them. Files
+    the combined pass cannot take are decoded one by one, exactly as :func:`iter_file` does.
+    """
+    chunks: list[Chunk] = []
+    bodies: list[bytes] = []
+    batches: list[str] = []
+    for p in map(Path, paths):
+        found = _trace_body(p, max_decompressed_bytes)
+        if found is None:
+            chunks.extend(iter_file(p, max_decompressed_bytes, chunk_bytes))
+        else:
+            batches.append(found[0])
+            bodies.append(found[1])
+    if not bodies:
+        return chunks
+    try:
+        fast = decode_span_bodies(bodies, batches) if len(bodies) > 1 else None
+    except Exception:  # noqa: BLE001 - a decoder bug must not lose data: decode body by body instead
+        logger.exception("combined span decoder failed; decoding the requests one by one")
+        fast = None
+    if fast is None:
+        return chunks + [(b, decode_request("traces", d, b)) for d, b in zip(bodies, batches)]
+    out = empty_tables()
+    out["spans"], out["quarantine"] = fast
+    return chunks + [(batches[0], out)]
+
+
+def decode_groups(paths: Iterable, pool: DecodePool | None = None, group_files: int = 4,
+                  max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+                  chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
+    """:func:`decode_group` over consecutive groups of ``group_files`` paths, in order; across the
+    ``pool``'s workers when one is given (at most two groups per worker in flight).
+
+    Small groups: four 1,000-span requests decode about 1.5x faster together than one by one,
+    but much larger groups get slower again (the decoder's arrays outgrow the CPU caches)."""
+    paths = [str(p) for p in paths]
+    groups = [paths[i:i + group_files] for i in range(0, len(paths), group_files)]
+    if pool is None:
+        for g in groups:
+            yield from decode_group(g, max_decompressed_bytes, chunk_bytes)
+        return
+    yield from _run_in(pool, _decode_group_ipc, groups, max_decompressed_bytes, chunk_bytes)
+
+
 class DecodePool:
     """Worker processes for :func:`decode_files`, started once and reused across calls.
 
@@ -270,19 +346,24 @@ def decode_files(paths: Iterable, processes: int = 1, max_decompressed_bytes: in
 
 
 def _decode_in(pool: DecodePool, paths: Iterable, max_decompressed_bytes: int, chunk_bytes: int) -> Iterator[Chunk]:
+    yield from _run_in(pool, _decode_file_ipc, (str(p) for p in paths), max_decompressed_bytes, chunk_bytes)
+
+
+def _run_in(pool: DecodePool, work, items: Iterable, max_decompressed_bytes: int, chunk_bytes: int) -> Iterator[Chunk]:
+    """``work(item, ...)`` for each item on the pool's workers, results in item order."""
     executor = pool.executor
     pending: list[cf.Future] = []
     try:
-        it = iter(paths)
+        it = iter(items)
         for p in it:
-            pending.append(executor.submit(_decode_file_ipc, str(p), max_decompressed_bytes, chunk_bytes))
+            pending.append(executor.submit(work, p, max_decompressed_bytes, chunk_bytes))
             if len(pending) >= 2 * pool.processes:
                 break
         while pending:
             result = pending.pop(0).result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append(executor.submit(_decode_file_ipc, str(nxt), max_decompressed_bytes, chunk_bytes))
+                pending.append(executor.submit(work, nxt, max_decompressed_bytes, chunk_bytes))
             for batch, ipc in result:
                 tables = empty_tables()
                 tables.update({k: _from_ipc(v) for k, v in ipc.items()})
@@ -292,4 +373,5 @@ def _decode_in(pool: DecodePool, paths: Iterable, max_decompressed_bytes: int, c
             f.cancel()
 
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_DECOMPRESSED_BYTES", "DecodePool", "decode_files", "iter_file"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "DEFAULT_MAX_DECOMPRESSED_BYTES", "DecodePool", "decode_files", "decode_group",
+           "decode_groups", "iter_file"]

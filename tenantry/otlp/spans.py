@@ -23,7 +23,11 @@ from google.protobuf.message import DecodeError
 from tenantry import schemas
 from tenantry.otlp import columns as C
 from tenantry.otlp import wire
-from tenantry.otlp.attrs import decode_attribute_lists, decode_attribute_regions, padded_buffer
+from tenantry.otlp.attrs import (
+    decode_attribute_lists,
+    decode_attribute_regions,
+    padded_buffer,
+)
 from tenantry.otlp.messages import SPAN_BYTES_REQUEST, Status
 
 #: below this many spans the upb path is cheaper than the numpy set-up
@@ -85,7 +89,7 @@ def _build(n, res_lists, scope_names, scope_res, scope_sizes, attrs, cols, inges
             res.attrs.attributes.take(res_idx),
             pa.array(scope_names, pa.string()).take(scope_idx),
             C.constant(1.0, n, pa.float64()),
-            C.constant(ingest_batch, n),
+            C.constant(ingest_batch, n) if isinstance(ingest_batch, str) else ingest_batch.take(res_idx),
         ],
         schema=schemas.SPANS,
     )
@@ -176,6 +180,40 @@ def decode_span_bytes(body: bytes, ingest_batch: str):
         req = SPAN_BYTES_REQUEST.FromString(body)
     except (DecodeError, RecursionError):
         return None
+    return _decode_parsed(req, ingest_batch)
+
+
+def decode_span_bodies(bodies: list[bytes], ingest_batches: list[str]):
+    """(spans, quarantine) of many trace request bodies decoded together (each row's
+    ``ingest_batch`` from its body), or None when any of them needs the per-body path.
+
+    Equal to decoding each body with :func:`decode_span_bytes` and concatenating, and faster for
+    small requests, whose cost is largely the numpy decoder's per-call overhead.
+    Serialized messages concatenate into one whose repeated fields are appended in order, so
+    the bodies are parsed as one request; a scan of their top-level fields tells which resource
+    came from which body.
+    """
+    if not bodies:
+        return None
+    data, offs = padded_buffer(bodies)
+    top = wire.scan(data, offs[:-1], offs[1:])
+    # only resource_spans (field 1) at the top level, else each body goes its own way
+    if not top.ok.all() or (top.field != 1).any() or (top.wire != wire.LEN).any():
+        return None
+    try:
+        req = SPAN_BYTES_REQUEST.FromString(b"".join(bodies))
+    except (DecodeError, RecursionError):
+        return None
+    per_body = np.bincount(top.msg, minlength=len(bodies))
+    if int(per_body.sum()) != len(req.resource_spans):
+        return None
+    batches = pa.array(ingest_batches, pa.string()).take(pa.array(np.repeat(np.arange(len(bodies)), per_body)))
+    return _decode_parsed(req, batches)
+
+
+def _decode_parsed(req, ingest_batch):
+    """The numpy decoder over a parsed SPAN_BYTES_REQUEST; ``ingest_batch``: one id, or one per
+    resource_spans (an Arrow array)."""
     res_lists, scope_names, scope_res, scope_sizes, groups = _groups(req.resource_spans)
     flat = list(chain.from_iterable(groups))
     n = len(flat)

@@ -97,3 +97,22 @@ def test_beam_composite_merges_counts_and_concatenates_evidence():
         assert_that(counts, equal_to([(1, 4.0, 4.0)]))
         kinds = out["security_events"] | "Kinds" >> beam.Map(lambda t: sorted(t["kind"].to_pylist()))
         assert_that(kinds, equal_to([["auth_failure"] * 4 + ["cross_tenant_access"] * 4]), label="Evidence")
+
+
+def test_span_partials_equal_the_sre_and_security_composites_run_apart():
+    from pipelines.transforms.sre import sre_partials
+    from pipelines.transforms.span_partials import SpanPartials
+    from tenantry import synthetic
+
+    spans = synthetic.spans(3_000, tenants=5, start_ns=T0_NS, hours=2)
+    extra = make_spans(_rows(4, attrs={"tenant.resource_owner": "b"}) + _rows(3, attrs=_status(401))
+                       + _rows(2, kind="internal", attrs={"tenant.baggage_id": "z"}))
+    spans = pa.concat_tables([spans, extra.cast(spans.schema)])
+    apart = {**sre_partials(spans)}
+    apart["security_hourly_partials"], apart["security_events"] = security_partials(spans, SecuritySettings())
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        together = (p | beam.Create([("spans", "p0", spans)]) | SpanPartials()
+                    | beam.Map(lambda c: (c[0], c[2].drop_columns(["ingest_batch"]))))
+        assert_that(together | beam.Map(lambda kv: kv[0]), equal_to(list(apart)), label="Families")
+        assert_that(together | "Same" >> beam.Map(lambda kv: kv[1].equals(apart[kv[0]])),
+                    equal_to([True] * len(apart)), label="Equal")

@@ -111,3 +111,21 @@ def test_beam_composite_outputs_one_merged_table_per_family():
         assert_that(totals, equal_to([(2, 8.0)]))
         hourly = merged["sre_hourly_partials"] | "SumH" >> beam.Map(lambda t: sorted(t["tenant_id"].to_pylist()))
         assert_that(hourly, equal_to([["a", "b"]]), label="Hourly")
+
+
+def test_grouping_is_the_same_by_bincount_and_by_sort():
+    from pipelines.transforms.partials import distinct
+
+    codes = np.random.default_rng(3).integers(0, 5_000, 20_000)
+    dense = distinct(codes, 5_000)  # a small value range: bincount
+    by_sort = np.unique(codes, return_inverse=True)
+    assert np.array_equal(dense[0], by_sort[0]) and np.array_equal(dense[1], by_sort[1])
+    sparse = distinct(codes * 10**9, 5_000 * 10**9)  # a huge range: sort
+    assert np.array_equal(sparse[0], by_sort[0] * 10**9) and np.array_equal(sparse[1], by_sort[1])
+
+
+def test_hourly_sre_groups_include_every_hour_with_requests_and_no_other():
+    spans = make_spans(_rows(2) + _rows(3, kind="internal", start_ns=T0_NS + HOUR_NS)
+                       + _rows(1, kind="internal", tenant="c"))
+    hourly = sre_partials(spans)["sre_hourly_partials"]
+    assert hourly["tenant_id"].to_pylist() == ["a"] and hourly["requests"].to_pylist() == [2.0]

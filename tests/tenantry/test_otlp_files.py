@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from test_otlp_builders import log_request, metric_request, trace_request
 
@@ -220,3 +221,59 @@ def test_a_decode_pool_needs_at_least_one_process():
 
     with pytest.raises(ValueError, match="at least 1"):
         DecodePool(0)
+
+
+def _trace_files(tmp_path, n_files: int, spans: int = 100):
+    paths = []
+    for f in range(n_files):
+        specs = [{"attrs": {"tenant.id": f"t{(f * spans + i) % 7}", "http.route": f"/r{i % 3}"}, "name": f"op-{f}"}
+                 for i in range(spans)]
+        p = tmp_path / f"traces-{f:03d}.pb"
+        p.write_bytes(trace_request(specs, resource={"service.name": f"svc-{f % 2}"}, resources=1 + f % 2)
+                      .SerializeToString())
+        paths.append(p)
+    return paths
+
+
+def test_decode_group_equals_decoding_each_file_with_each_rows_own_ingest_batch(tmp_path):
+    from tenantry.otlp.files import decode_group
+
+    paths = _trace_files(tmp_path, 5)
+    (tmp_path / "spans-gz.pb.gz").write_bytes(gzip.compress(paths[0].read_bytes()))
+    paths.append(tmp_path / "spans-gz.pb.gz")
+    one_by_one = [t for p in paths for _, t in iter_file(p)]
+    grouped = decode_group(paths)
+    assert len(grouped) == 1  # all six requests in one pass
+    expected = pa.concat_tables([t["spans"] for t in one_by_one])
+    assert grouped[0][1]["spans"].equals(expected)
+    assert grouped[0][1]["spans"].column("ingest_batch").to_pylist() == expected.column("ingest_batch").to_pylist()
+
+
+def test_decode_group_decodes_odd_files_one_by_one(tmp_path, fixtures_dir):
+    from tenantry.otlp.files import decode_group
+
+    paths = _trace_files(tmp_path, 2) + [fixtures_dir / "logs.json"]
+    (tmp_path / "traces-bad.pb").write_bytes(b"\xff\x00 not protobuf")
+    (tmp_path / "traces-empty.pb").write_bytes(b"")
+    paths += [tmp_path / "traces-bad.pb", tmp_path / "traces-empty.pb"]
+    grouped = decode_group(paths)
+    total = {}
+    for _, t in grouped:
+        for k, v in counts(t).items():
+            total[k] = total.get(k, 0) + v
+    single = {}
+    for p in paths:
+        for _, t in iter_file(p):
+            for k, v in counts(t).items():
+                single[k] = single.get(k, 0) + v
+    assert total == single and single["quarantine"] >= 2
+
+
+def test_decode_groups_in_a_pool_matches_one_process(tmp_path):
+    from tenantry.otlp import DecodePool, decode_groups
+
+    paths = _trace_files(tmp_path, 9)
+    serial = pa.concat_tables([t["spans"] for _, t in decode_groups(paths, group_files=4)])
+    with DecodePool(2) as pool:
+        parallel = pa.concat_tables([t["spans"] for _, t in decode_groups(paths, pool=pool, group_files=4)])
+    assert parallel.equals(serial) and serial.num_rows == sum(100 * (1 + f % 2) for f in range(9))
