@@ -6,10 +6,12 @@
 
 The pipeline (every step a named composite, I/O only at the edges)::
 
-    ReadTasks → Decode → ApplyProcessors ─┬─ DeriveUsage ────────┐
-                                          ├─ SpanPartials ───────┤  (SRE + security)
-                                          ├─ Coverage ───────────┤
-                                          └─ SampleForStorage ───┴─ WriteLake (one step per output)
+    ReadTasks → Decode → Derive ─┬─ rows, quarantine, derived usage ─┬─ WriteLake (one step per output)
+                                 ├─ SRE + security + coverage partials ┤
+                                 └─ processor stats ── MergeStats ──────┘
+
+``Derive`` (:mod:`pipelines.transforms.derive`: ApplyProcessors, DeriveUsage, SpanPartials,
+Coverage, SampleForStorage) is the same composite the unbounded stream applies.
 
 Decoding reads the next Parquet row group, and the lake writes run, on background threads
 (:class:`pipelines.io.ReadAhead`, :class:`pipelines.io.WriteLake`), so Arrow's reading, encoding
@@ -36,11 +38,8 @@ from pipelines.options import make_options
 from pipelines.transforms import coverage as coverage_t
 from pipelines.transforms import security as security_t
 from pipelines.transforms import sre as sre_t
-from pipelines.transforms.coverage import CoveragePartials
 from pipelines.transforms.partials import Family, MergeFamilies, summing
-from pipelines.transforms.process import QUARANTINE, STATS, ApplyProcessors, split_chain
-from pipelines.transforms.span_partials import SpanPartials
-from pipelines.transforms.usage import DeriveUsage
+from pipelines.transforms.derive import CHUNK_OUTPUTS, Derive
 from tenantry import config as tconfig
 from tenantry import ledger, security, slo
 from tenantry import meters as meters_lib
@@ -101,23 +100,16 @@ class _AsRunPart:
 def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor, warehouse_root: str,
                    run_id: str, batch_rows: int, security_settings=None, meters=()) -> None:
     """Add the batch steps to ``p`` (separate from running it, so tests can inspect the graph)."""
-    main_chain, storage_chain = split_chain(chain)
     chunks = (
         p
         | "ReadTasks" >> beam.Create(tasks)
         | "Reshuffle" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(io.ReadAhead(batch_rows)).with_output_types(io.Chunk)
     )
-    from tenantry.landing import chain_digest
-
-    processed = chunks | "ApplyProcessors" >> ApplyProcessors(main_chain, "process", digest=chain_digest(chain))
-    kept = processed["kept"]
-    derived = kept | "DeriveUsage" >> DeriveUsage(meters)
-    stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
+    derived = chunks | "Derive" >> Derive(chain, security_settings, meters)
     # processor counters are tiny: merged per run into one part
     stats = (
-        (processed[STATS], stored[STATS])
-        | "FlattenStats" >> beam.Flatten()
+        derived["Stats"]
         | "TagStats" >> beam.Map(lambda t: (STATS_FAMILY.table, t))
         | "MergeStats" >> MergeFamilies({STATS_FAMILY.table: summing(STATS_FAMILY)})
         | "StatsAsRunPart" >> beam.Map(_AsRunPart(run_id))
@@ -125,20 +117,9 @@ def build_pipeline(p: beam.Pipeline, tasks: list[io.ReadTask], chain: Processor,
     # each output is written by its own step (no Flatten): the runner fuses these writes with
     # the steps that produce them, so big batches are never encoded between stages
     write = io.WriteLake(warehouse_root, run_id)
-    outputs = {
-        "WriteRows": stored["kept"],
-        "WriteQuarantine": processed[QUARANTINE],
-        "WriteSampleQuarantine": stored[QUARANTINE],
-        "WriteDerivedUsage": derived,
-        # aggregate partials per batch, written in the stage that computes them: the views sum
-        # them, memory stays flat, and nothing big crosses a stage boundary
-        # the SRE and security partials group each batch by the same keys: computed together
-        "WriteSpanPartials": kept | "SpanPartials" >> SpanPartials(security_settings),
-        "WriteCoverage": kept | "Coverage" >> CoveragePartials(),
-        "WriteStats": stats,
-    }
-    for label, pcoll in outputs.items():
-        pcoll | label >> beam.ParDo(write)
+    for name in CHUNK_OUTPUTS:
+        derived[name] | f"Write{name}" >> beam.ParDo(write)
+    stats | "WriteStats" >> beam.ParDo(write)
 
 
 def _run_id(ingest_ids: list[str], chain_desc: str) -> str:

@@ -3,8 +3,10 @@
 ``tenantry run stream --unbounded`` runs one long-lived Beam pipeline in streaming mode instead of
 a loop of bounded micro-batches (:mod:`pipelines.stream`). The steps are the batch composites::
 
-    MatchContinuously ─ FirstSighting ─ TickWindows ─ Decode ─ ApplyProcessors ─┬─ DeriveUsage / partials / rows ─ WriteTickParts ─┐
-                                                                                 └──────────── segments of the tick ──────────────┴─ CommitTicks
+    MatchContinuously ─ FirstSighting ─ TickWindows ─ Decode ─ Derive ─ WriteTickParts ─┐
+                                                        └── segments of the tick ──────┴─ GroupTick ─ CommitTicks
+
+``Derive`` (:mod:`pipelines.transforms.derive`) is the very composite the batch pipeline applies.
 
 - **Watching.** ``fileio.MatchContinuously`` polls a file pattern every ``interval``; the pattern
   may be any Beam filesystem (a local landing folder here, ``s3://bucket/landing/*seg-*.arrow`` or
@@ -49,11 +51,9 @@ from apache_beam.transforms import window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from pipelines import io
-from pipelines.transforms.coverage import CoveragePartials
-from pipelines.transforms.process import QUARANTINE, ApplyProcessors, split_chain
-from pipelines.transforms.security import SecurityPartials
-from pipelines.transforms.sre import SrePartials
-from pipelines.transforms.usage import DeriveUsage
+from pipelines.batch import STATS_FAMILY
+from pipelines.transforms.derive import CHUNK_OUTPUTS, Derive
+from pipelines.transforms.partials import MergeFamilies, summing
 from tenantry import config as tconfig
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,22 @@ def tick_run_id(session: str, w) -> str:
     return f"s{session}-{w.start.micros // 1000}"
 
 
+class _StatsPart(beam.DoFn):
+    """``(family, merged stats)`` of a tick → a lake chunk of the tick's run."""
+
+    def __init__(self, session: str):
+        self.session = session
+
+    def process(self, pair, w=beam.DoFn.WindowParam):
+        import pyarrow as pa
+
+        table, data = pair
+        run_id = tick_run_id(self.session, w)
+        if "ingest_batch" not in data.column_names:
+            data = data.append_column("ingest_batch", pa.repeat(pa.scalar(run_id), data.num_rows))
+        yield table, f"{run_id}-agg", data
+
+
 class _TagInput(beam.DoFn):
     def __init__(self, session: str):
         self.session = session
@@ -190,9 +206,6 @@ def build_unbounded_pipeline(p: beam.Pipeline, pattern: str, warehouse_root: str
     session = session or f"{int(time.time())}{os.getpid() % 1000:03d}"
     now = time.time()
     stop = now + stop_after if stop_after is not None else None
-    main_chain, storage_chain = split_chain(chain)
-    from tenantry.landing import chain_digest
-
     match_kw = {"stop_timestamp": stop} if stop is not None else {}
     segments = (
         p
@@ -203,19 +216,17 @@ def build_unbounded_pipeline(p: beam.Pipeline, pattern: str, warehouse_root: str
         | "TickWindows" >> beam.WindowInto(window.FixedWindows(interval))
     )
     chunks = segments | "Decode" >> beam.ParDo(_ReadSegment(cfg.pipeline.batch_rows))
-    processed = chunks | "ApplyProcessors" >> ApplyProcessors(main_chain, "process", digest=chain_digest(chain))
-    kept = processed["kept"]
-    stored = kept | "SampleForStorage" >> ApplyProcessors(storage_chain, "sample", count_input=False)
-    outputs = {
-        "WriteRows": stored["kept"],
-        "WriteQuarantine": processed[QUARANTINE],
-        "WriteSampleQuarantine": stored[QUARANTINE],
-        "WriteDerivedUsage": kept | "DeriveUsage" >> DeriveUsage(cfg.meters),
-        "WriteSre": kept | "Sre" >> SrePartials(),
-        "WriteSecurity": kept | "Security" >> SecurityPartials(security_settings),
-        "WriteCoverage": kept | "Coverage" >> CoveragePartials(),
-    }
-    written = [pcoll | label >> beam.ParDo(_WriteTickParts(warehouse_root, session)) for label, pcoll in outputs.items()]
+    derived = chunks | "Derive" >> Derive(chain, security_settings, cfg.meters)
+    # processor counters: merged per tick (a window) into one part of the tick's run
+    stats = (
+        derived["Stats"]
+        | "TagStats" >> beam.Map(lambda t: (STATS_FAMILY.table, t))
+        | "MergeStats" >> MergeFamilies({STATS_FAMILY.table: summing(STATS_FAMILY)})
+        | "StatsAsTickPart" >> beam.ParDo(_StatsPart(session))
+    )
+    written = [derived[name] | f"Write{name}" >> beam.ParDo(_WriteTickParts(warehouse_root, session))
+               for name in CHUNK_OUTPUTS]
+    written.append(stats | "WriteStats" >> beam.ParDo(_WriteTickParts(warehouse_root, session)))
     tagged_inputs = segments | "TagInputs" >> beam.ParDo(_TagInput(session))
     return (
         (*written, tagged_inputs)

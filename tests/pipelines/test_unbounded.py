@@ -46,6 +46,8 @@ def test_unbounded_stream_equals_batch_and_picks_up_segments_landing_while_it_ru
     assert stats.segments == 7 and stats.ticks >= 2  # the late segments came in a later tick
     run_batch([seg], tmp_path / "batch")
     assert figures(tmp_path / "stream") == figures(tmp_path / "batch")
+    stats_sql = "select * from processor_stats order by all"
+    assert querying.run(str(tmp_path / "stream"), stats_sql).rows == querying.run(str(tmp_path / "batch"), stats_sql).rows
     # a restart over the same landing folder finds nothing new: each segment exactly once
     again = run_unbounded(seg, tmp_path / "stream", stop_after=2, interval=0.5)
     assert again.segments == 0
