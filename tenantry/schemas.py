@@ -321,7 +321,8 @@ USAGE_DEDUP = pa.schema(
         pa.field("meter", pa.string(), nullable=False),
         pa.field("period_start", TS, nullable=False),
         pa.field("dimensions_key", pa.string(), nullable=False),
-        pa.field("entry_id", pa.string(), nullable=False),  # the ledger entry this event is counted in
+        # no entry_id: the entry this event is counted in is the run's (ingest_batch) one entry of
+        # this (tenant_id, meter, period_start, dimensions_key); ledger_evidence joins on that
         pa.field("quantity", QUANTITY, nullable=False),
         pa.field("time", TS, nullable=False),  # event time; the dedup window is measured on it
         pa.field("source", pa.string(), nullable=False),

@@ -14,20 +14,25 @@ import dataclasses
 import datetime as dt
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from tenantry import __version__, schemas
+from tenantry import __version__
 from tenantry.config import Config
-from tenantry.ledger.compute import compute, meters_table
-from tenantry.ledger.settings import settings
+from tenantry.ledger.compute import deduplicate, index_part, meters_table
+from tenantry.ledger.entries import ledger_entries
+from tenantry.ledger.settings import LedgerSettings, settings
 from tenantry.warehouse import Warehouse
 
 #: name of the env var that kills the process at a named point (crash tests only)
 CRASH_ENV = "TENANTRY_LEDGER_CRASH_AT"
 PART_PREFIX = "ledger"
 INDEX_CHUNK_ROWS = 1_000_000
+#: threads writing index parts: one Parquet file is encoded on one core
+_WRITERS = min(2, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass
@@ -69,7 +74,8 @@ def _clear_own_parts(wh: Warehouse, run_id: str) -> None:
                 f.unlink()
 
 
-def _history(con: duckdb.DuckDBPyConnection, wh: Warehouse, run_id: str) -> None:
+def history_views(con: duckdb.DuckDBPyConnection, wh: Warehouse, run_id: str) -> None:
+    """Views ``hist_ledger`` / ``hist_index`` on ``con``: the committed ledger and dedup index."""
     # committed runs only, and never this run itself: a re-run of a committed run id must compute
     # exactly what the first attempt did, not see its own rows as history
     committed = [r["run_id"] for r in wh.committed_runs() if r.get("run_id") != run_id]
@@ -104,45 +110,48 @@ def update_for_run(wh: Warehouse, run_id: str, cfg: Config, now: dt.datetime,
         # file paths go in as a literal list: views cannot take prepared parameters
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         con.execute(f"create temp view new_events as select * from read_parquet([{listed}], union_by_name = true)")
-        _history(con, wh, run_id)
+        history_views(con, wh, run_id)
         _crash_point("after_read")
-        result = compute(con, st, now, run_id, pipeline_version)
-        report = LedgerReport(
-            events_in=result.counts["events_in"], accepted=result.counts["accepted"],
-            duplicates_in_run=result.counts["duplicates_in_run"],
-            duplicates_history=result.counts["duplicates_history"],
-            undeclared_meters=result.undeclared, entries_written=result.entries.num_rows,
-            adjustments=sum(1 for k in result.entries.column("kind").to_pylist() if k == "adjustment"),
-        )
-        for reason in result.quarantine.column("reason").to_pylist():
-            report.quarantined[reason] = report.quarantined.get(reason, 0) + 1
-        wh.write_part("usage_ledger", run_id, f"{PART_PREFIX}-entries", result.entries)
-        _crash_point("after_entries")
-        reader = con.sql("select * from accepted_index").to_arrow_reader(INDEX_CHUNK_ROWS)
-        for i, batch in enumerate(_chunks(reader, INDEX_CHUNK_ROWS)):
-            wh.write_part("usage_dedup", run_id, f"{PART_PREFIX}-index-{i:05d}", batch)
-            _crash_point("during_index")
-        wh.write_part("quarantine", run_id, f"{PART_PREFIX}-quarantine", result.quarantine)
-        _crash_point("after_quarantine")
-        return report
+        return write_ledger(con, wh, run_id, st, now, pipeline_version)
     finally:
         con.close()
 
 
-def _chunks(reader: pa.RecordBatchReader, rows: int):
-    """Re-slice the reader into tables of exactly ``rows`` rows (the last one shorter), so the
-    number of parts depends on the row count only, not on DuckDB's batch sizes. Which rows land in
-    which part may differ between attempts (the index is not sorted); a re-run clears every part
-    of the earlier attempt first, so that is harmless."""
-    pending: list[pa.RecordBatch] = []
-    size = 0
-    for batch in reader:
-        pending.append(batch)
-        size += batch.num_rows
-        while size >= rows:
-            table = pa.Table.from_batches(pending)
-            yield schemas.conform("usage_dedup", table.slice(0, rows))
-            rest = table.slice(rows)
-            pending, size = rest.to_batches(), rest.num_rows
-    if size:
-        yield schemas.conform("usage_dedup", pa.Table.from_batches(pending))
+def write_ledger(con: duckdb.DuckDBPyConnection, wh: Warehouse, run_id: str, st: LedgerSettings,
+                 now: dt.datetime, pipeline_version: str) -> LedgerReport:
+    """Compute the run's ledger on ``con`` (relations as :mod:`tenantry.ledger.compute` names
+    them) and write its entries, index and quarantine parts, uncommitted."""
+    acc = deduplicate(con, st, now)
+    # the index parts are written on worker threads (Parquet encoding releases the GIL) while
+    # DuckDB aggregates the entries from the same Arrow table: the two overlap on the cores
+    with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+        parts = [pool.submit(_write_index_part, wh, run_id, i, acc.events.slice(start, INDEX_CHUNK_ROWS),
+                             None if acc.keep is None else acc.keep.slice(start, INDEX_CHUNK_ROWS))
+                 for i, start in enumerate(range(0, acc.events.num_rows, INDEX_CHUNK_ROWS))]
+        try:
+            entries = ledger_entries(con, acc.events, acc.keep, st, now, run_id, pipeline_version)
+            wh.write_part("usage_ledger", run_id, f"{PART_PREFIX}-entries", entries)
+            _crash_point("after_entries")
+        finally:
+            for part in parts:
+                part.result()
+    wh.write_part("quarantine", run_id, f"{PART_PREFIX}-quarantine", acc.quarantine)
+    _crash_point("after_quarantine")
+    return LedgerReport(
+        events_in=acc.counts["events_in"], accepted=acc.counts["accepted"],
+        duplicates_in_run=acc.counts["duplicates_in_run"], duplicates_history=acc.counts["duplicates_history"],
+        undeclared_meters=acc.undeclared, entries_written=entries.num_rows,
+        adjustments=pc.sum(pc.equal(entries.column("kind"), "adjustment")).as_py() or 0,
+        quarantined=dict(_value_counts(acc.quarantine.column("reason"))),
+    )
+
+
+def _write_index_part(wh: Warehouse, run_id: str, i: int, events: pa.Table, keep: pa.BooleanArray | None) -> None:
+    # parts are cut before the filter, so their number and names depend on the valid events only
+    # (an all-duplicate part writes no file)
+    wh.write_part("usage_dedup", run_id, f"{PART_PREFIX}-index-{i:05d}", index_part(events, keep, run_id))
+    _crash_point("during_index")
+
+
+def _value_counts(col: pa.ChunkedArray) -> list[tuple[str, int]]:
+    return sorted((v["values"].as_py(), v["counts"].as_py()) for v in pc.value_counts(col))

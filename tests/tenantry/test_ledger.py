@@ -178,6 +178,43 @@ def test_entry_ids_are_deterministic_across_warehouses(tmp_path):
     assert ids[0] == ids[1]
 
 
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+@pytest.mark.parametrize("split", [False, True])
+def test_disagreeing_deliveries_of_one_id_keep_the_same_one_in_any_order_and_split(tmp_path, order, split):
+    # same id, same time, different content: the choice must not depend on delivery order or files
+    deliveries = [E("e1", "acme", "api.calls", "2", T0, source="app"), E("e1", "acme", "api.calls", "1", T0, unit="x"),
+                  E("e1", "acme", "api.calls", "1", T0, source="derived", trace_id="t1")]
+    wh = Warehouse.open(tmp_path / "wh")
+    events = [deliveries[i] for i in order]
+    parts = [events[:1], events[1:]] if split else [events]
+    for i, part in enumerate(parts):
+        wh.write_part("usage_events", "r1", f"usage-{i}", usage_table(part, ingest_batch=f"in-{i}"))
+    report = update_for_run(wh, "r1", CFG, T0)
+    wh.commit("r1", ["in-0", "in-1"])
+    assert (report.accepted, report.duplicates_in_run) == (1, 2)
+    assert committed(wh, "usage_dedup", "select quantity, source, trace_id from t") == [(Decimal(1), "app", None)]
+    assert balances(wh) == {("acme", "api.calls", DAY0, "{}"): Decimal(1)}
+
+
+def test_index_parts_hold_only_counted_events_and_no_empty_part(wh, monkeypatch):
+    import tenantry.ledger.run as lr
+
+    monkeypatch.setattr(lr, "INDEX_CHUNK_ROWS", 2)
+    ledger_run(wh, "r1", [E(f"e{i}", "acme", "api.calls", "1", T0) for i in range(4)], CFG, T0)
+    # r1 counted e0-e3; e2 is also delivered twice in r2; parts whose events are all dropped write no file
+    events = [E(f"e{i}", "acme", "api.calls", "1", T0) for i in (0, 1, 2, 2, 5, 6)]
+    report = ledger_run(wh, "r2", events, CFG, T0)
+    assert (report.accepted, report.duplicates_in_run, report.duplicates_history) == (2, 1, 3)
+    assert committed(wh, "usage_dedup", "select event_id from t where ingest_batch = 'r2' order by 1") == [("e5",), ("e6",)]
+    assert all(pq_rows(p) > 0 for p in (wh.lake / "usage_dedup" / "run=r2").glob("*.parquet"))
+
+
+def pq_rows(path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def test_a_run_without_usage_writes_nothing(wh):
     report = update_for_run(wh, "r1", CFG, T0)
     assert report.events_in == 0 and not (wh.lake / "usage_ledger" / "run=r1").exists()

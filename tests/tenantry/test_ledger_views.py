@@ -6,15 +6,18 @@ import datetime as dt
 import json
 from decimal import Decimal
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from tenantry import querying
 from tenantry.config import parse
+from tenantry.ledger import update_for_run
 from tenantry.ledger.cli import ledger
 from tenantry.ledger.show import PeriodError, parse_period
 from tenantry.ledger.testing import UsageEvent as E
-from tenantry.ledger.testing import ledger_run
+from tenantry.ledger.testing import ledger_run, usage_table
 from tenantry.warehouse import Warehouse
 
 UTC = dt.timezone.utc
@@ -47,6 +50,29 @@ def test_ledger_evidence_names_the_events_and_spans_behind_each_entry(wh):
     r = querying.run(str(wh.root), "select event_id, revision, kind, trace_id from ledger_evidence "
                                    "where tenant_id = 'acme' order by event_id")
     assert r.rows == [("e1", 1, "usage", "t" * 32), ("e3", 2, "adjustment", None)]
+
+
+def test_every_counted_event_is_evidence_of_exactly_one_entry(wh):
+    r = querying.run(str(wh.root), "select (select count(*) from stg_usage_dedup), (select count(*) from ledger_evidence), "
+                                   "(select sum(event_count) from usage_ledger)")
+    assert r.rows == [(3, 3, 3)]
+    per_entry = querying.run(str(wh.root), "select e.entry_id, e.event_count, count(v.event_id) from usage_ledger e "
+                                           "left join ledger_evidence v using (entry_id) group by all")
+    assert all(n == m for _, n, m in per_entry.rows)
+
+
+def test_a_credit_entry_of_the_same_key_and_run_is_not_an_events_entry(tmp_path):
+    w = Warehouse.open(tmp_path / "wh")
+    w.write_part("usage_events", "r1", "usage-0", usage_table([E("e1", "acme", "calls", "1", T0)], ingest_batch="in-r1"))
+    update_for_run(w, "r1", CFG, T0)
+    entry = pq.read_table(next((w.lake / "usage_ledger" / "run=r1").glob("*.parquet")))
+    credit = entry.set_column(entry.schema.get_field_index("kind"), "kind", pa.array(["credit"]))
+    credit = credit.set_column(0, "entry_id", pa.array(["c" * 32]))
+    w.write_part("usage_ledger", "r1", "sla-credits", credit)
+    w.commit("r1", ["in-r1"])
+    w.build_views()
+    r = querying.run(str(w.root), "select event_id, entry_id, kind from ledger_evidence")
+    assert r.rows == [("e1", entry.column("entry_id")[0].as_py(), "usage")]
 
 
 def test_tenant_scope_sees_only_its_own_ledger(wh):
