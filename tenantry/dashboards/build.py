@@ -30,7 +30,8 @@ CHART_KINDS = {"timeseries", "bar", "heatmap"}
 
 
 def visible_panels(d: Dashboard, tenant: str | None) -> list[Panel]:
-    return [p for p in d.panels if not (tenant is not None and p.fleet_only)]
+    """The panels shown in fleet scope (``tenant`` None) or in one tenant's scope."""
+    return [p for p in d.panels if p.visible(tenant)]
 
 
 def render_dashboard(con: duckdb.DuckDBPyConnection, d: Dashboard, selection: Selection,

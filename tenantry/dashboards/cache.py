@@ -1,10 +1,18 @@
 """A materialized copy of the marts the dashboards read, rebuilt when a run commits.
 
 The marts are views that rebuild everything from partial rows (sketch buckets, the ledger) on
-every query: over 10,000 tenants x 90 days one panel takes seconds. The cache runs each mart once
-(``create table <mart> as select * from wh.<mart> order by tenant_id, <time>``) into a private
-in-memory DuckDB, and panels query those tables instead.
+every query: over 10,000 tenants x 90 days one panel takes seconds. The cache computes each mart
+once into a private in-memory DuckDB, and panels query those tables instead.
 
+- A mart built on other marts (the rollups on tenant_sre_hourly and tenant_usage_daily, and the
+  fleet rollups on those) reads their materialized copies: its view's own SQL runs in the cache
+  with the cache first on the search path, so every mart is computed once per build. A mart only
+  built on (read by no panel) is dropped as soon as nothing left to build reads it.
+- The warehouse's macros are defined in the cache (and in every tenant copy): panels call the
+  rollup range macros (sql/marts/rollup_range.sql), which then read the cached rollups.
+- Rows are sorted by (grain, time, tenant_id): fleet panels ask for a time range, and DuckDB's
+  per-row-group min/max (zone maps) skip the row groups outside it. Tables of 50,000 rows or
+  more get an index on tenant_id, so copying one tenant's rows is a lookup, not a scan.
 - Keyed by the committed runs (the manifest names in ``lake/_manifests/``) and the views'
   definition stamp: a new manifest or rebuilt views make the key stale.
 - A stale cache is rebuilt in a background thread; until the new one is ready, readers keep
@@ -12,20 +20,19 @@ in-memory DuckDB, and panels query those tables instead.
   snapshot is built in the caller's thread.
 - The warehouse file is attached read-only only while a snapshot is built, then detached: the
   server never holds DuckDB's file lock between builds, so pipelines can rebuild the views.
-- Rows are sorted by (tenant_id, time), so DuckDB's per-row-group min/max (zone maps) skip all
-  but a tenant's own row groups and the row groups outside the time range.
 
 Tenant scope keeps the guarantee of :func:`tenantry.querying.tenant_connection`: a tenant page
 runs on its own in-memory database that holds only that tenant's rows, copied from the snapshot
 with the tenant id bound as a parameter, with file access off and the configuration locked.
 A tenant's SQL therefore cannot name, join or scan another tenant's rows: they are not in its
-database. (Table macros over the shared snapshot were rejected: the panel SQL would run in the
-database that holds every tenant's rows, one forgotten macro away from a leak.)
+database. (Tenant-scoping table macros over the shared snapshot were rejected: the panel SQL would
+run in the database that holds every tenant's rows, one forgotten macro away from a leak.)
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,13 +43,21 @@ import duckdb
 
 from tenantry import querying
 from tenantry.config import TENANT_ID_RE
-from tenantry.dashboards.model import Dashboard, analyze_sql
+from tenantry.dashboards.model import Dashboard, analyze_sql, mart_views, relations_read
+from tenantry.dashboards.query import macro_statements
 from tenantry.warehouse import DB_NAME, Warehouse, WarehouseError
 
 logger = logging.getLogger(__name__)
 
 #: columns that order a mart in time, most specific first; the first one present is the sort key
 TIME_COLUMNS = ("hour", "minute", "day", "week", "month", "period_start", "time", "date")
+#: a cached mart this big gets an index on tenant_id (tenant copies look their rows up)
+INDEX_MIN_ROWS = 50_000
+#: an index lookup beats a scan up to about this share of a table's rows (DuckDB's default, 0.1%,
+#: would scan for a tenant with three services' hours over a quarter)
+INDEX_SCAN_SHARE = 0.02
+_VIEW_SQL = re.compile(r'^\s*create\s+(?:or\s+replace\s+)?view\s+(?:"(?:[^"]|"")+"|[\w.]+)\s+as\s+(.*?);?\s*$',
+                       re.IGNORECASE | re.DOTALL)
 #: how often readers look for new manifests (a directory listing; cheap, but not per panel)
 CHECK_EVERY_S = 1.0
 LOCK_WAIT_S = 5.0
@@ -98,6 +113,7 @@ class Snapshot:
     columns: dict[str, list[str]]  # mart -> columns
     build_s: float = 0.0
     rows: int = 0
+    macros: list[str] = field(default_factory=list)  # create statements, replayed in tenant copies
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fleet_connection(self) -> duckdb.DuckDBPyConnection:
@@ -123,6 +139,8 @@ class Snapshot:
                 con.execute(f'create table main."{mart}" as select * from part')
         finally:
             src.close()
+        for stmt in self.macros:
+            con.execute(stmt)
         con.execute("set TimeZone = 'UTC'")
         con.execute("set enable_external_access = false")
         con.execute("set lock_configuration = true")
@@ -132,6 +150,60 @@ class Snapshot:
         with self._lock:
             row = self.con.execute("select sum(memory_usage_bytes) from duckdb_memory()").fetchone()
         return int(row[0] or 0)
+
+
+def _view_sql(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The warehouse's views: name -> the SELECT that defines it (None when it cannot be split off)."""
+    out = {}
+    for name, sql in con.execute("select view_name, sql from duckdb_views() "
+                                 "where database_name = 'wh' and schema_name = 'main' and not internal").fetchall():
+        m = _VIEW_SQL.match(sql or "")
+        out[name.lower()] = m.group(1) if m else None
+    return out
+
+
+def _build_order(wanted: set[str], views: dict[str, str | None]) -> list[tuple[str, frozenset[str]]]:
+    """``wanted`` and the marts they are built on (transitively), each after what it reads: a list
+    of (mart, the marts it reads)."""
+    marts = mart_views()
+    order: list[tuple[str, frozenset[str]]] = []
+
+    def visit(v: str, path: frozenset) -> None:
+        if v in path or any(v == m for m, _ in order):
+            return
+        body = views.get(v)
+        deps = frozenset(relations_read(body) & marts & set(views)) if body else frozenset()
+        for dep in sorted(deps):
+            visit(dep, path | {v})
+        order.append((v, deps))
+
+    for v in sorted(wanted):
+        visit(v, frozenset())
+    return order
+
+
+def _sort_key(cols: list[str]) -> str:
+    order = ([c for c in ("grain",) if c in cols] + [c for c in TIME_COLUMNS if c in cols][:1]
+             + [c for c in ("tenant_id",) if c in cols])
+    return (" order by " + ", ".join(f'"{c}"' for c in order)) if order else ""
+
+
+def _materialize(con: duckdb.DuckDBPyConnection, mart: str, sql: str | None, cols: list[str], for_panels: bool) -> None:
+    """``create table`` the mart from its view's own SQL (which finds the marts cached so far
+    first on the search path), or from the warehouse's view when the SQL cannot be run apart."""
+    by = _sort_key(cols) if for_panels else ""  # marts only built on are read whole, once
+    try:
+        if sql is not None:
+            con.execute(f'create table memory.main."{mart}" as select * from ({sql}){by}')
+            got = [c for (c,) in con.execute(
+                "select column_name from duckdb_columns() where database_name = 'memory' and table_name = ? "
+                "order by column_index", [mart]).fetchall()]
+            if got == cols:
+                return
+            con.execute(f'drop table memory.main."{mart}"')  # the view names its columns apart
+        con.execute(f'create table memory.main."{mart}" as select * from wh.main."{mart}"{by}')
+    except duckdb.Error as e:
+        raise CacheError(f"caching mart {mart!r} failed: {e}") from None
 
 
 def build_snapshot(warehouse: str | Path, marts: Iterable[str], wait_s: float = LOCK_WAIT_S) -> Snapshot:
@@ -144,32 +216,47 @@ def build_snapshot(warehouse: str | Path, marts: Iterable[str], wait_s: float = 
     key = cache_key(warehouse)
     con = duckdb.connect(":memory:")
     con.execute("set TimeZone = 'UTC'")  # days and hours bucket the same as on the warehouse
+    con.execute(f"set index_scan_percentage = {INDEX_SCAN_SHARE}")
     # building from a partial run would pin a mix; the key read above is a lower bound, and a
     # run committing meanwhile makes the key stale again, so the next check rebuilds
     _attach(con, wh, wait_s)
     columns: dict[str, list[str]] = {}
     rows = 0
+    built: set[str] = set()
     try:
-        existing = {v: cols for v, cols in con.execute(
+        existing = {v.lower(): cols for v, cols in con.execute(
             "select table_name, list(column_name order by column_index) from duckdb_columns() "
             "where database_name = 'wh' and schema_name = 'main' group by table_name").fetchall()}
-        for mart in sorted(set(marts)):
-            cols = existing.get(mart)
-            if cols is None:
-                continue  # not in this warehouse yet: the panel says "not available yet"
-            order = [c for c in ("tenant_id",) if c in cols] + [c for c in TIME_COLUMNS if c in cols][:1]
-            by = (" order by " + ", ".join(f'"{c}"' for c in order)) if order else ""
-            try:
-                con.execute(f'create table main."{mart}" as select * from wh.main."{mart}"{by}')
-            except duckdb.Error as e:
-                raise CacheError(f"caching mart {mart!r} failed: {e}") from None
-            rows += con.execute(f'select count(*) from main."{mart}"').fetchone()[0]
-            columns[mart] = cols
+        views = _view_sql(con)
+        macros = macro_statements(con, "wh")
+        for stmt in macros:
+            con.execute(stmt)
+        # a mart's own SQL finds the marts it reads in the cache first, the rest in the warehouse
+        con.execute("set search_path = 'memory.main,wh.main'")
+        wanted = {m for m in marts if m in existing}  # a mart not there yet: "not available yet"
+        order = _build_order(wanted, views)
+        for i, (mart, _) in enumerate(order):
+            cols = existing[mart]
+            _materialize(con, mart, views.get(mart), cols, for_panels=mart in wanted)
+            built.add(mart)
+            if mart in wanted:
+                n = con.execute(f'select count(*) from memory.main."{mart}"').fetchone()[0]
+                rows += n
+                columns[mart] = cols
+                if "tenant_id" in cols and n >= INDEX_MIN_ROWS:
+                    con.execute(f'create index "{mart}__tenant_id" on memory.main."{mart}" (tenant_id)')
+            # a mart only built on goes as soon as nothing left to build reads it (memory)
+            later = {d for _, deps in order[i + 1:] for d in deps}
+            for helper, _ in order[:i + 1]:
+                if helper not in wanted and helper not in later and helper in built:
+                    con.execute(f'drop table memory.main."{helper}"')
+                    built.discard(helper)
     finally:
+        con.execute("reset search_path")
         con.execute("detach wh")
     con.execute("set enable_external_access = false")  # panels read the cached tables, nothing else
     con.execute("set lock_configuration = true")
-    return Snapshot(key, con, columns, time.perf_counter() - t0, rows)
+    return Snapshot(key, con, columns, time.perf_counter() - t0, rows, macros)
 
 
 def marts_read(defs: dict[str, Dashboard]) -> frozenset[str]:

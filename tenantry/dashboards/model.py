@@ -19,16 +19,24 @@ One file per dashboard in ``dashboards/`` (files starting with ``_`` are not das
         color: tenant_id        # timeseries, bar: one series per value (optional)
         unit: ms
         fleet_only: false       # true: the panel's view has no tenant_id; hidden in tenant scope
+        tenant_only: false      # true: shown only in tenant scope (a fleet panel's one-tenant twin)
 
 Panels read only the marts (``sql/marts/``) and the marts other issues are building, declared
 with their columns in ``dashboards/_planned_views.yaml``. Staging views (spans, logs, stg_*),
-table functions (read_parquet, ...) and qualified names are refused when a definition loads.
+table functions (read_parquet, ...) and qualified names are refused when a definition loads,
+except the table macros of ``sql/marts/`` (``hourly_rollup_range`` and ``daily_rollup_range``):
+they read the rollup mart named by their first argument, a string literal, which counts as a view
+the panel reads::
+
+    select tenant_id, sum(requests) as requests
+    from hourly_rollup_range('tenant_sre_rollup', $start, $end, 'week') group by all
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +71,7 @@ class Panel(BaseModel):
     color: str | None = None
     unit: str | None = None
     fleet_only: bool = False
+    tenant_only: bool = False
 
     @field_validator("kind")
     @classmethod
@@ -79,7 +88,13 @@ class Panel(BaseModel):
         extra = [f for f in ("x", "y", "z", "color") if getattr(self, f) and f not in _ALLOWED_FIELDS[self.kind]]
         if extra:
             raise ValueError(f"a {self.kind} panel does not use {', '.join(extra)}; remove it")
+        if self.fleet_only and self.tenant_only:
+            raise ValueError("a panel cannot be both fleet_only and tenant_only; drop one")
         return self
+
+    def visible(self, tenant: str | None) -> bool:
+        """Whether the panel is shown in fleet scope (``tenant`` None) or a tenant's scope."""
+        return not (self.fleet_only if tenant is not None else self.tenant_only)
 
     def fields(self) -> list[str]:
         return [v for v in (self.x, self.y, self.z, self.color) if v]
@@ -106,6 +121,8 @@ class Dashboard(BaseModel):
     def _tenant_only_needs_tenant(self) -> "Dashboard":
         if self.tenant_only and "tenant" not in self.parameters:
             raise ValueError("tenant_only: true needs 'tenant' in parameters")
+        if "tenant" not in self.parameters and any(p.tenant_only for p in self.panels):
+            raise ValueError("a tenant_only panel needs 'tenant' in the dashboard's parameters")
         return self
 
     @property
@@ -137,7 +154,7 @@ def _walk(node, refs: set, ctes: set, params: set, funcs: list) -> None:
         if node.get("type") == "BASE_TABLE":
             refs.add((node.get("catalog_name", ""), node.get("schema_name", ""), node.get("table_name", "")))
         elif node.get("type") == "TABLE_FUNCTION":
-            funcs.append(node.get("function", {}).get("function_name", "?"))
+            funcs.append(node.get("function", {}))
         elif node.get("class") == "PARAMETER":
             params.add(node.get("identifier", ""))
         for item in node.get("cte_map", {}).get("map", []) if isinstance(node.get("cte_map"), dict) else []:
@@ -149,14 +166,43 @@ def _walk(node, refs: set, ctes: set, params: set, funcs: list) -> None:
             _walk(v, refs, ctes, params, funcs)
 
 
+def _parse(sql: str) -> dict:
+    con = duckdb.connect(":memory:")
+    try:
+        return json.loads(con.execute("select json_serialize_sql(?)", [sql]).fetchone()[0])
+    finally:
+        con.close()
+
+
+def relations_read(sql: str) -> frozenset[str]:
+    """The tables and views one SELECT names (CTEs excluded), whatever else it does; for the cache's
+    build order, not a check."""
+    tree = _parse(sql)
+    if tree.get("error"):
+        return frozenset()
+    refs: set = set()
+    ctes: set = set()
+    _walk(tree["statements"], refs, ctes, set(), [])
+    return frozenset(r[2].lower() for r in refs) - ctes
+
+
+def _macro_mart(func: dict) -> str:
+    """The mart a call to a mart table macro reads: its first argument, a string literal."""
+    name = func.get("function_name", "?")
+    args = func.get("arguments") or []
+    first = (args[0].get("expression") or {}) if args else {}
+    literal = first.get("literal") or {}
+    text = literal.get("text") if literal.get("kind") == "STRING" else None
+    if first.get("class") != "CONSTANT" or not isinstance(text, str):
+        raise DashboardError(f"{name}(...) needs the rollup mart's name as its first argument, in quotes, "
+                             f"e.g. {name}('tenant_sre_rollup', $start, $end, $period)")
+    return text.lower()
+
+
 @functools.lru_cache(maxsize=1024)
 def analyze_sql(sql: str) -> SqlRefs:
     """The views and ``$parameters`` one SELECT reads; raises DashboardError for anything else."""
-    con = duckdb.connect(":memory:")
-    try:
-        tree = json.loads(con.execute("select json_serialize_sql(?)", [sql]).fetchone()[0])
-    finally:
-        con.close()
+    tree = _parse(sql)
     if tree.get("error"):
         raise DashboardError(f"the SQL is not a single valid SELECT: {tree.get('error_message')}")
     if len(tree["statements"]) != 1:
@@ -166,14 +212,18 @@ def analyze_sql(sql: str) -> SqlRefs:
     params: set = set()
     funcs: list = []
     _walk(tree["statements"], refs, ctes, params, funcs)
-    if funcs:
-        raise DashboardError(f"the SQL calls table function(s) {', '.join(sorted(set(funcs)))}; "
-                             "panels read only marts, by name")
-    qualified = sorted(".".join(p for p in r if p) for r in refs if r[0] or r[1])
+    macros = mart_macros()
+    other = sorted({f.get("function_name", "?") for f in funcs if f.get("function_name", "?").lower() not in macros})
+    if other:
+        raise DashboardError(f"the SQL calls table function(s) {', '.join(other)}; panels read only marts, by "
+                             f"name, or through the mart macros {', '.join(sorted(macros)) or '(none)'}")
+    qualified = sorted([".".join(p for p in r if p) for r in refs if r[0] or r[1]] + [
+        ".".join(p for p in (f.get("catalog"), f.get("schema"), f.get("function_name")) if p)
+        for f in funcs if f.get("catalog") or f.get("schema")])
     if qualified:
         raise DashboardError(f"the SQL names {', '.join(qualified)}; use bare mart names (no catalog or schema)")
-    views = frozenset(r[2].lower() for r in refs) - ctes
-    return SqlRefs(views=views, params=frozenset(params))
+    views = (frozenset(r[2].lower() for r in refs) - ctes) | {_macro_mart(f) for f in funcs}
+    return SqlRefs(views=frozenset(views), params=frozenset(params))
 
 
 # -- known views ------------------------------------------------------------------------------
@@ -186,8 +236,22 @@ def staging_views() -> frozenset[str]:
     return frozenset(f.stem for f in root.glob("*.sql")) - mart_views()
 
 
+@functools.lru_cache(maxsize=1)
+def _mart_sql() -> dict[str, str]:
+    return {f.stem: f.read_text(encoding="utf-8") for f in (resources.sql_dir() / "marts").glob("*.sql")}
+
+
 def mart_views() -> frozenset[str]:
-    return frozenset(f.stem for f in (resources.sql_dir() / "marts").glob("*.sql"))
+    """The views of sql/marts/: one per file, named like the file (files of macros only are not views)."""
+    return frozenset(stem for stem, sql in _mart_sql().items()
+                     if re.search(rf"create\s+(or\s+replace\s+)?view\s+{re.escape(stem)}\b", sql, re.IGNORECASE))
+
+
+def mart_macros() -> frozenset[str]:
+    """The table macros of sql/marts/ that panels may call (each reads the mart its first argument names)."""
+    return frozenset(m.lower() for sql in _mart_sql().values()
+                     for m in re.findall(r"create\s+(?:or\s+replace\s+)?macro\s+(\w+)\s*\([^)]*\)\s+as\s+table\b",
+                                         sql, re.IGNORECASE))
 
 
 def load_planned(folder: Path | None = None) -> dict[str, PlannedView]:

@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from tenantry import querying
-from tenantry.dashboards.model import Panel, SqlRefs
+from tenantry.dashboards.model import Panel, SqlRefs, mart_macros
 from tenantry.warehouse import Warehouse
 
 #: time-range picker: key -> how far back from now (None: everything)
@@ -69,8 +69,28 @@ class PanelData:
     truncated: bool = False
 
 
+def macro_statements(con: duckdb.DuckDBPyConnection, catalog: str) -> list[str]:
+    """``create macro`` statements for the scalar macros of ``catalog`` (sketch_value, ...) and the
+    table macros panels call (the rollup range macros of sql/marts/), to define them again in
+    another database: a cache or a tenant's private copy, where they then read its tables. (Other
+    table macros name tables such a copy may not hold; DuckDB binds them when they are created.)"""
+    rows = con.execute(
+        "select function_name, function_type, parameters, macro_definition from duckdb_functions() "
+        "where database_name = ? and schema_name = 'main' and not internal "
+        "and function_type in ('macro', 'table_macro') order by function_name", [catalog]).fetchall()
+    overloads: dict[str, list[str]] = {}
+    wanted = mart_macros()
+    for name, kind, params, body in rows:
+        if kind == "table_macro" and name.lower() not in wanted:
+            continue
+        args = ", ".join(f'"{a}"' for a in params)
+        overloads.setdefault(name, []).append(f"({args}) as {'table ' if kind == 'table_macro' else ''}{body}")
+    return [f'create or replace macro "{name}"{", ".join(forms)}' for name, forms in overloads.items()]
+
+
 def connect(warehouse: str | Path, tenant: str | None = None, wait_s: float = LOCK_WAIT_S):
-    """A fresh read-only connection (tenant scope: a private copy of that tenant's rows).
+    """A fresh read-only connection (tenant scope: a private copy of that tenant's rows, with the
+    warehouse's macros defined over it).
 
     Retries while the database file is locked (a pipeline rebuilding the views holds it for a
     moment) so a dashboard keeps working during a run; other errors are raised at once.
@@ -80,7 +100,15 @@ def connect(warehouse: str | Path, tenant: str | None = None, wait_s: float = LO
     while True:
         try:
             if tenant is not None:
-                return querying.tenant_connection(str(warehouse), tenant)
+                wh = Warehouse(warehouse).connect(read_only=True)
+                try:
+                    macros = macro_statements(wh, wh.execute("select current_database()").fetchone()[0])
+                finally:
+                    wh.close()
+                con = querying.tenant_connection(str(warehouse), tenant)
+                for stmt in macros:
+                    con.execute(stmt)
+                return con
             return Warehouse(warehouse).connect(read_only=True)
         except duckdb.Error as e:
             if "lock" not in str(e).lower() or time.monotonic() >= deadline:

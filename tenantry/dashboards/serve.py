@@ -48,6 +48,7 @@ from tenantry.warehouse import WarehouseError
 
 RESERVED_TENANTS = frozenset({UNATTRIBUTED, "__platform__"})
 PICKER_TENANTS = 500  # the picker lists the busiest tenants; any other id can be typed
+PICKER_MART = "tenant_sre_rollup"
 _e = html.escape
 
 
@@ -83,8 +84,9 @@ class DashboardApp:
                  now: Callable[[], dt.datetime] | None):
         self.warehouse = str(warehouse)
         self.defs = load_definitions(definitions)  # a bad definition fails at start-up, not per request
-        # panels read materialized marts, rebuilt in the background when a run commits
-        self.cache = MartCache(warehouse, marts_read(self.defs))
+        # panels read materialized marts, rebuilt in the background when a run commits; the
+        # tenant picker reads the monthly rollup
+        self.cache = MartCache(warehouse, marts_read(self.defs) | {PICKER_MART})
         self.default = default
         self.now = now or (lambda: dt.datetime.now(dt.timezone.utc))
 
@@ -98,9 +100,10 @@ class DashboardApp:
         except (WarehouseError, duckdb.Error):
             return []
         try:
+            # all-time totals: the monthly blocks hold every hour once, in a few rows per tenant
             rows = con.execute(
-                "select tenant_id from tenant_sre_hourly group by all order by sum(requests) desc, tenant_id "
-                f"limit {PICKER_TENANTS + len(RESERVED_TENANTS)}").fetchall()
+                f"select tenant_id from {PICKER_MART} where grain = 'month' group by all "
+                f"order by sum(requests) desc, tenant_id limit {PICKER_TENANTS + len(RESERVED_TENANTS)}").fetchall()
         except duckdb.Error:
             return []
         finally:

@@ -112,7 +112,7 @@ def test_the_demo_shows_data_on_the_sre_dashboard(demo_warehouse):
 def test_check_fails_on_a_column_the_view_does_not_have(demo_warehouse, tmp_path):
     folder = copy_defs(tmp_path)
     f = folder / "sre.yaml"
-    f.write_text(f.read_text().replace("max(p95_ms) as p95_ms", "max(p95_latency) as p95_ms"))
+    f.write_text(f.read_text().replace("max(worst_p95_ms) as p95_ms", "max(p95_latency) as p95_ms", 1))
     errors = [f for f in check(demo_warehouse, folder) if f.level == "error"]
     assert len(errors) == 1
     assert "sre.yaml: panel 'p95 latency per period by tenant'" in str(errors[0])
@@ -123,10 +123,19 @@ def test_check_fails_on_a_view_that_does_not_exist(demo_warehouse, tmp_path):
     folder = copy_defs(tmp_path)
     f = folder / "sre.yaml"
     text = f.read_text()
-    assert "from tenant_sre_hourly where" in text
-    f.write_text(text.replace("from tenant_sre_hourly where", "from tenant_sre_hourly_v2 where", 1))
+    assert "from tenant_slo_daily where" in text
+    f.write_text(text.replace("from tenant_slo_daily where", "from tenant_slo_daily_v2 where", 1))
     errors = [f for f in check(demo_warehouse, folder) if f.level == "error"]
-    assert errors and "unknown view 'tenant_sre_hourly_v2'" in str(errors[0])
+    assert errors and "unknown view 'tenant_slo_daily_v2'" in str(errors[0])
+
+
+def test_check_fails_on_a_range_macro_over_a_mart_that_does_not_exist(demo_warehouse, tmp_path):
+    folder = copy_defs(tmp_path)
+    f = folder / "sre.yaml"
+    text = f.read_text()
+    f.write_text(text.replace("hourly_rollup_range('tenant_sre_rollup'", "hourly_rollup_range('tenant_sre_rollup2'", 1))
+    errors = [f for f in check(demo_warehouse, folder) if f.level == "error"]
+    assert errors and "unknown view 'tenant_sre_rollup2'" in str(errors[0])
 
 
 def test_check_fails_when_a_chart_field_is_not_in_the_result(demo_warehouse, tmp_path):

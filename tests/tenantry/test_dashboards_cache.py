@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from benchmarks.dashboards import synthetic_warehouse
 from tenantry.dashboards import Selection, load_definitions
 from tenantry.dashboards.build import visible_panels
+from tenantry.dashboards import cache as cache_module
 from tenantry.dashboards.cache import MartCache, build_snapshot, cache_key, marts_read
 from tenantry.dashboards.model import analyze_sql
 from tenantry.dashboards.query import connect, relations, run_panel
@@ -52,30 +53,59 @@ def test_the_snapshot_holds_every_mart_the_dashboards_read_that_exists(warehouse
         con.close()
     wanted = marts_read(load_definitions())
     assert set(snap.columns) == wanted & existing
-    assert {"tenant_sre_hourly", "tenant_usage_daily", "noisy_neighbours"} <= set(snap.columns)
+    assert {"tenant_sre_rollup", "fleet_sre_rollup", "tenant_usage_rollup", "noisy_neighbours"} <= set(snap.columns)
 
 
-def test_every_fleet_panel_gives_the_same_rows_cached_and_uncached(warehouse, snap):
-    params = Selection("all", "day").params(NOW)
-    base, cached = connect(warehouse), snap.fleet_connection()
+def test_marts_only_built_on_are_not_kept(snap):
+    tables = {t for (t,) in snap.con.execute("select table_name from duckdb_tables()").fetchall()}
+    assert tables == set(snap.columns)  # tenant_sre_hourly was materialized for the rollups, then dropped
+    assert "tenant_sre_hourly" not in tables
+
+
+SELECTIONS = [Selection("all", "day"), Selection("24h", "hour"), Selection("7d", "day"), Selection("30d", "week"),
+              Selection("90d", "month")]
+
+
+@pytest.mark.parametrize("sel", SELECTIONS, ids=lambda s: f"{s.range}-{s.period}")
+@pytest.mark.parametrize("tenant", [None, "acme", "drop.table--x"])
+def test_every_panel_gives_the_same_rows_cached_and_uncached(warehouse, snap, sel, tenant):
+    params = sel.params(NOW)
+    base = connect(warehouse, tenant)
+    cached = snap.fleet_connection() if tenant is None else snap.tenant_connection(tenant)
     try:
         avail_b, avail_c = relations(base), relations(cached)
         for d in load_definitions().values():
-            for p in d.panels:
+            if (tenant is None and d.tenant_only) or (tenant is not None and not d.per_tenant):
+                continue
+            for p in visible_panels(d, tenant):
                 refs = analyze_sql(p.sql)
                 b = run_panel(base, p, refs, params, avail_b)
                 c = run_panel(cached, p, refs, params, avail_c)
-                assert (c.status, c.columns) == (b.status, b.columns), p.title
+                assert (c.status, c.columns) == (b.status, b.columns), (p.title, b.message, c.message)
+                assert b.status != "error", (p.title, b.message)
                 assert Counter(c.rows) == Counter(b.rows), p.title  # same rows; zone names may differ
     finally:
         base.close()
         cached.close()
 
 
-def test_cached_marts_are_sorted_by_tenant_then_time(snap):
+def test_cached_marts_are_sorted_by_grain_then_time_then_tenant(snap):
     con = snap.fleet_connection()
-    rows = con.execute("select tenant_id, hour from tenant_sre_hourly").fetchall()
+    rows = con.execute("select grain, period_start, tenant_id from tenant_sre_rollup").fetchall()
     assert rows == sorted(rows)
+
+
+def test_big_marts_get_an_index_on_tenant_id(warehouse, monkeypatch):
+    monkeypatch.setattr(cache_module, "INDEX_MIN_ROWS", 100)
+    s = build_snapshot(warehouse, {"tenant_sre_rollup", "fleet_sre_rollup", "processor_stats"})
+    indexed = {t for (t,) in s.con.execute("select table_name from duckdb_indexes()").fetchall()}
+    assert indexed == {"tenant_sre_rollup"}  # fleet_sre_rollup has no tenant_id; processor_stats is small
+    con = s.tenant_connection("acme", {"tenant_sre_rollup"})
+    try:  # the lookup returns the tenant's rows in time order, as a scan would
+        rows = con.execute("select grain, period_start from tenant_sre_rollup").fetchall()
+        assert rows and rows == sorted(rows)
+    finally:
+        con.close()
 
 
 @pytest.mark.parametrize("tenant", _valid(TENANTS))
@@ -87,7 +117,19 @@ def test_a_tenant_copy_holds_only_that_tenants_rows(snap, tenant):
         for t in tables:
             ids = {i for (i,) in con.execute(f'select distinct tenant_id from "{t}"').fetchall()}
             assert ids <= {tenant}, t
-        assert con.execute("select count(*) from tenant_sre_hourly").fetchone()[0] > 0
+        assert con.execute("select count(*) from tenant_sre_rollup").fetchone()[0] > 0
+        assert not {"fleet_sre_rollup", "fleet_sre_worst_p95", "fleet_usage_rollup", "fleet_active_tenants"} & set(tables)
+    finally:
+        con.close()
+
+
+def test_a_tenant_copy_has_the_range_macros_over_its_own_rows(snap):
+    con = snap.tenant_connection("acme")
+    try:
+        week = {"s": NOW - dt.timedelta(days=3), "e": NOW}
+        ids = con.execute("select distinct tenant_id from hourly_rollup_range('tenant_sre_rollup', $s, $e, 'week')",
+                          week).fetchall()
+        assert ids == [("acme",)]
     finally:
         con.close()
 
@@ -106,10 +148,10 @@ def test_a_tenant_copy_cannot_read_files_or_unlock_settings(snap, warehouse):
 
 
 def test_a_tenant_copy_of_only_some_views(snap):
-    con = snap.tenant_connection("acme", {"tenant_usage_daily", "processor_stats"})
+    con = snap.tenant_connection("acme", {"tenant_usage_rollup", "processor_stats"})
     try:
         assert [t for (t,) in con.execute("select table_name from duckdb_tables()").fetchall()] == [
-            "tenant_usage_daily"]  # processor_stats is operator-only
+            "tenant_usage_rollup"]  # processor_stats is operator-only
     finally:
         con.close()
 
@@ -123,7 +165,7 @@ def test_invalid_tenant_ids_are_refused(snap, bad):
 def test_an_unknown_tenant_gets_empty_tables(snap):
     con = snap.tenant_connection("nobody")
     try:
-        assert con.execute("select count(*) from tenant_sre_hourly").fetchone()[0] == 0
+        assert con.execute("select count(*) from tenant_sre_rollup").fetchone()[0] == 0
     finally:
         con.close()
 
@@ -160,6 +202,20 @@ def test_a_new_run_is_served_after_a_background_rebuild_and_not_before(warehouse
     has = "select count(*) from tenant_sre_hourly where tenant_id = 'newco'"
     assert old.con.execute(has).fetchone()[0] == 0 and new.con.execute(has).fetchone()[0] > 0
     assert first is old or first is new
+
+
+def test_rollups_built_on_cached_marts_follow_a_new_run(warehouse, tmp_path):
+    root = _copy(warehouse, tmp_path)
+    synthetic_warehouse(root, ["acme"], days=1, now=NOW, run_id="first", requests_of={"acme": 10.0})
+    cache = MartCache(root, {"tenant_sre_rollup", "fleet_sre_rollup"}, check_every_s=0)
+    total = "select sum(requests) from fleet_sre_rollup where grain = 'month'"
+    before = cache.get().con.execute(total).fetchone()[0]
+    synthetic_warehouse(root, ["newco"], days=1, now=NOW, run_id="second", requests_of={"newco": 1000.0})
+    cache.get()
+    cache.wait(60)
+    after = cache.get().con.execute(total).fetchone()[0]
+    assert after - before == 1000.0 * cache.get().con.execute(
+        "select sum(hours) from tenant_sre_rollup where grain = 'month' and tenant_id = 'newco'").fetchone()[0]
 
 
 def test_a_failed_rebuild_keeps_serving_the_previous_snapshot(warehouse, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from tenantry import resources
 from tenantry.dashboards import DashboardError, Selection, SelectionError, load_definitions
-from tenantry.dashboards.model import analyze_sql, load_planned, mart_views, staging_views
+from tenantry.dashboards.model import analyze_sql, load_planned, mart_macros, mart_views, staging_views
 
 GOOD_PANEL = """
   - title: Requests
@@ -187,3 +187,47 @@ def test_selection_binds_a_range_ending_now():
 def test_selection_refuses_values_not_offered(rng, period):
     with pytest.raises(SelectionError, match="choose one of"):
         Selection(rng, period)
+
+
+def test_rollup_range_macros_read_the_mart_they_name():
+    refs = analyze_sql("select tenant_id, sum(requests) from hourly_rollup_range('tenant_sre_rollup', $start, $end, "
+                       "$period) join daily_rollup_range('tenant_usage_rollup', $start, $end, 'week') using (tenant_id) "
+                       "group by all")
+    assert refs.views == {"tenant_sre_rollup", "tenant_usage_rollup"} and refs.params == {"start", "end", "period"}
+    assert {"hourly_rollup_range", "daily_rollup_range"} <= mart_macros()
+    assert not mart_macros() & mart_views() and "rollup_range" not in mart_views()
+
+
+@pytest.mark.parametrize("sql, match", [
+    ("select * from hourly_rollup_range($start, $start, $end, 'day')", "first argument, in quotes"),
+    ("select * from hourly_rollup_range(lower('TENANT_SRE_ROLLUP'), $start, $end, 'day')", "first argument, in quotes"),
+    ("select * from main.hourly_rollup_range('tenant_sre_rollup', $start, $end, 'day')", "bare mart names"),
+    ("select * from query_table('tenant_sre_rollup')", "table function"),
+])
+def test_table_functions_other_than_the_range_macros_are_refused(sql, match):
+    with pytest.raises(DashboardError, match=match):
+        analyze_sql(sql)
+
+
+def test_a_range_macro_on_an_unknown_mart_is_an_unknown_view(tmp_path):
+    panel = ("\n  - title: ranged\n    kind: table\n    sql: select * from hourly_rollup_range('stg_spans', "
+             "$start, $end, 'day')\n")
+    with pytest.raises(DashboardError, match="staging view 'stg_spans'"):
+        load_definitions(write_defs(tmp_path, dash(panel, "title: T\naudience: sre\nparameters: [time_range]\n")))
+
+
+def test_tenant_only_panels_show_only_in_tenant_scope(tmp_path):
+    twin = ("\n  - title: mine\n    kind: table\n    tenant_only: true\n    sql: select * from tenant_sre_rollup\n")
+    d = load_definitions(write_defs(tmp_path, dash(GOOD_PANEL + twin, "title: T\naudience: sre\nparameters: [tenant]\n")))["d"]
+    assert [p.title for p in d.panels if p.visible(None)] == ["Requests"]
+    assert [p.title for p in d.panels if p.visible("acme")] == ["Requests", "mine"]
+
+
+@pytest.mark.parametrize("flags, header, match", [
+    ("    tenant_only: true\n    fleet_only: true\n", "parameters: [tenant]\n", "both fleet_only and tenant_only"),
+    ("    tenant_only: true\n", "", "tenant_only panel needs 'tenant'"),
+])
+def test_tenant_only_panels_are_checked(tmp_path, flags, header, match):
+    panel = f"\n  - title: mine\n    kind: table\n{flags}    sql: select * from tenant_sre_rollup\n"
+    with pytest.raises(DashboardError, match=match):
+        load_definitions(write_defs(tmp_path, dash(panel, f"title: T\naudience: sre\n{header}")))
