@@ -213,12 +213,20 @@ def query(warehouse, fmt, tenant, max_rows, sql):
 
 @main.command()
 @click.option("--warehouse", required=True, type=click.Path(file_okay=False), help="Warehouse folder.")
-def views(warehouse):
+@click.option("--rebuild", is_flag=True,
+              help="First rebuild the views from this tenantry's sql/ (after an upgrade); readers are not disturbed.")
+def views(warehouse, rebuild):
     """List the views of a warehouse with their columns."""
     from tenantry import querying
-    from tenantry.warehouse import WarehouseError
+    from tenantry.warehouse import Warehouse, WarehouseError
 
     try:
+        if rebuild:
+            wh = Warehouse(warehouse)
+            wh.connect().close()  # a clear error when there is no warehouse here
+            with wh.writer_lock():
+                built = wh.build_views()
+            clirender.err_console.print(f"rebuilt {len(built)} views" if built else "views are up to date")
         result = querying.describe_views(warehouse)
     except WarehouseError as e:
         raise click.ClickException(str(e)) from None

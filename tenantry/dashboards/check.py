@@ -78,7 +78,7 @@ def _check_panel(name: str, d: Dashboard, p: Panel, con, available: dict[str, li
             msg = f"not available yet (view {v} missing; planned by {planned[v].owner})"
         else:
             msg = (f"not available yet (view {v} is in sql/marts/ but not in this warehouse; "
-                   "re-run the pipeline to rebuild the views)")
+                   "run `tenantry views --warehouse DIR --rebuild` or re-run the pipeline)")
         out.append(Finding("missing", where, msg))
     if not unplanned:
         shapes = {v: wh_types[v] if v in wh_types else list(planned[v].columns.items()) for v in refs.views}

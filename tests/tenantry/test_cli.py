@@ -90,3 +90,31 @@ def test_run_batch_prints_what_it_wrote_and_the_balanced_accounting(tmp_path):
     again = CliRunner().invoke(main, ["run", "batch", "--input", str(fixtures / "trace.json"),
                                       "--warehouse", str(tmp_path / "wh")])
     assert again.exit_code == 0 and "Nothing new" in again.output
+
+
+def test_views_rebuild_adds_views_a_warehouse_lacks_after_an_upgrade(tmp_path):
+    import duckdb
+
+    from tenantry.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path / "wh")
+    wh.build_views()
+    con = duckdb.connect(str(wh.db_path))  # an older tenantry's warehouse: one mart missing
+    con.execute("drop view tenant_sre_rollup")
+    con.close()
+    (wh.root / ".views.sha256").write_text("from an older version")
+    res = CliRunner().invoke(main, ["views", "--warehouse", str(wh.root), "--rebuild"])
+    assert res.exit_code == 0, res.output
+    assert "rebuilt" in res.output and "tenant_sre_rollup" in res.output
+    again = CliRunner().invoke(main, ["views", "--warehouse", str(wh.root), "--rebuild"])
+    assert "views are up to date" in again.output
+
+
+def test_views_rebuild_refuses_while_a_pipeline_writes(tmp_path):
+    from tenantry.warehouse import Warehouse
+
+    wh = Warehouse.open(tmp_path / "wh")
+    wh.build_views()
+    with wh.writer_lock():
+        res = CliRunner().invoke(main, ["views", "--warehouse", str(wh.root), "--rebuild"])
+    assert res.exit_code != 0 and "another tenantry pipeline is writing" in res.output
