@@ -24,6 +24,8 @@ import gzip
 import hashlib
 import logging
 import multiprocessing
+import os
+import time
 import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -283,6 +285,24 @@ def decode_groups(paths: Iterable, pool: DecodePool | None = None, group_files: 
     yield from _run_in(pool, _decode_group_ipc, groups, max_decompressed_bytes, chunk_bytes)
 
 
+def _exit_with_host(host_pid: int, every_s: float = 1.0) -> None:
+    """In a decode worker: exit when the process that started the pool is gone (killed with
+    SIGKILL, it cannot shut its pool down), instead of idling forever."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(host_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:  # the pid now belongs to another user's process: ours is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="tenantry-host-watch", daemon=True).start()
+
+
 class DecodePool:
     """Worker processes for :func:`decode_files`, started once and reused across calls.
 
@@ -309,9 +329,11 @@ class DecodePool:
     @property
     def executor(self) -> cf.ProcessPoolExecutor:
         if self._executor is None:
-            ctx = multiprocessing.get_context("forkserver")  # not fork: pyarrow's threads may hold locks
-            ctx.set_forkserver_preload(["tenantry.otlp.files"])
-            self._executor = cf.ProcessPoolExecutor(max_workers=self.processes, mp_context=ctx)
+            # spawn, not fork (pyarrow's threads may hold locks) nor forkserver (a fork server
+            # outlives a host killed with SIGKILL); workers are started once per pool
+            ctx = multiprocessing.get_context("spawn")
+            self._executor = cf.ProcessPoolExecutor(max_workers=self.processes, mp_context=ctx,
+                                                    initializer=_exit_with_host, initargs=(os.getpid(),))
         return self._executor
 
     def close(self) -> None:

@@ -216,6 +216,43 @@ def test_a_decode_pool_survives_a_missing_path_and_an_early_stop(fixtures_dir, t
         assert len(list(decode_files(paths, pool=pool))) >= len(paths)
 
 
+def test_decode_workers_exit_when_their_host_is_killed(fixtures_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tenantry.otlp import DecodePool, decode_files\n"
+        "if __name__ == '__main__':\n"
+        "    pool = DecodePool(2)\n"
+        f"    list(decode_files(sorted(Path({str(fixtures_dir)!r}).iterdir()), pool=pool))\n"
+        "    print(' '.join(str(p) for p in pool.executor._processes), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(p) for p in host.stdout.readline().split()]
+    assert len(workers) == 2
+    host.send_signal(signal.SIGKILL)  # no chance to shut the pool down
+    host.wait(10)
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped) counts as gone
+            return f.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in workers), "decode workers outlived their host"
+
+
 def test_a_decode_pool_needs_at_least_one_process():
     from tenantry.otlp import DecodePool
 
