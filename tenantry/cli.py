@@ -163,6 +163,9 @@ def run_stream_cmd(landing, warehouse, config_path, poll_interval, max_segments,
     if unbounded:
         from pipelines.unbounded import run_unbounded
 
+        if exit_when_idle is not None:
+            raise click.UsageError("--exit-when-idle is for micro-batches; with --unbounded use --stop-after")
+
         clirender.err_console.print(f"tenantry run stream --unbounded: watching {pattern or landing} → {warehouse}")
         try:
             ust = run_unbounded(landing, warehouse, cfg, interval=poll_interval, stop_after=stop_after,

@@ -118,3 +118,15 @@ def test_views_rebuild_refuses_while_a_pipeline_writes(tmp_path):
     with wh.writer_lock():
         res = CliRunner().invoke(main, ["views", "--warehouse", str(wh.root), "--rebuild"])
     assert res.exit_code != 0 and "another tenantry pipeline is writing" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--unbounded", "--exit-when-idle", "1"], "--stop-after"),
+    (["--watch", "s3://b/*seg-*.arrow"], "need --unbounded"),
+    (["--stop-after", "5"], "need --unbounded"),
+    (["--unbounded", "--stop-after", "-1"], "-1"),
+])
+def test_stream_options_that_do_not_go_together_are_refused(tmp_path, args, message):
+    res = CliRunner().invoke(main, ["run", "stream", "--landing", str(tmp_path / "l"), "--warehouse",
+                                    str(tmp_path / "w"), *args])
+    assert res.exit_code == 2 and message in res.output, res.output
