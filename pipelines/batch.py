@@ -182,17 +182,25 @@ def process_inputs(wh: Warehouse, found: list[io.InputFile], cfg: tconfig.Config
     build_pipeline(p, io.read_tasks(new), chain, str(wh.root), run_id, cfg.pipeline.batch_rows, sec, cfg.meters)
     result = p.run()
     result.wait_until_finish()
+    summary = commit_run(wh, run_id, [i.ingest_id for i in new], cfg, now)
+    return RunReport(run_id, len(found), len(new), summary["rows"], time.monotonic() - started, True,
+                     _accounting(result), summary["ledger_report"])
+
+
+def commit_run(wh: Warehouse, run_id: str, inputs: list[str], cfg: tconfig.Config, now: dt.datetime,
+               **extra) -> dict:
+    """What every run does once its parts are written (batch, micro-batch or stream tick): SLO
+    targets, the ledger update, SLA credits, then the manifest, which makes it all visible at once.
+    Returns the manifest's summary (plus ``ledger_report``)."""
     wh.write_part("slo_targets", run_id, "slo-targets", slo.targets_table(cfg, now, run_id))
     ledger_report = ledger.update_for_run(wh, run_id, cfg, now=now, pipeline_version=PIPELINE_VERSION)
-    credits = _sla_credits(wh, cfg, run_id, now)
-    rows = _rows_written(wh, run_id)
-    accounting = _accounting(result)
-    wh.commit(run_id, [i.ingest_id for i in new], {
-        "rows": rows, "pipeline_version": PIPELINE_VERSION,
-        "ledger": dataclasses.asdict(ledger_report), "sla_credits": credits,
-    })
-    return RunReport(run_id, len(found), len(new), rows, time.monotonic() - started, True, accounting,
-                     ledger_report)
+    credits = _sla_credits(wh, cfg, run_id, now)  # before counting rows: it writes ledger parts too
+    summary = {
+        "rows": _rows_written(wh, run_id), "pipeline_version": PIPELINE_VERSION,
+        "ledger": dataclasses.asdict(ledger_report), "sla_credits": credits, **extra,
+    }
+    wh.commit(run_id, inputs, summary)
+    return {**summary, "ledger_report": ledger_report}
 
 
 def _sla_credits(wh: Warehouse, cfg: tconfig.Config, run_id: str, now: dt.datetime) -> int:

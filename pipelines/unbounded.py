@@ -51,7 +51,7 @@ from apache_beam.transforms import window
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from pipelines import io
-from pipelines.batch import STATS_FAMILY
+from pipelines.batch import STATS_FAMILY, _AsRunPart, commit_run
 from pipelines.transforms.derive import CHUNK_OUTPUTS, Derive
 from pipelines.transforms.partials import MergeFamilies, summing
 from tenantry import config as tconfig
@@ -142,13 +142,7 @@ class _StatsPart(beam.DoFn):
         self.session = session
 
     def process(self, pair, w=beam.DoFn.WindowParam):
-        import pyarrow as pa
-
-        table, data = pair
-        run_id = tick_run_id(self.session, w)
-        if "ingest_batch" not in data.column_names:
-            data = data.append_column("ingest_batch", pa.repeat(pa.scalar(run_id), data.num_rows))
-        yield table, f"{run_id}-agg", data
+        yield _AsRunPart(tick_run_id(self.session, w))(pair)
 
 
 class _TagInput(beam.DoFn):
@@ -180,23 +174,8 @@ class _CommitTick(beam.DoFn):
         with self._lock:
             if (wh.manifests / f"{run_id}.json").exists():  # would replace that run's inputs: a bug
                 raise RuntimeError(f"run {run_id} is already committed; refusing to commit it twice")
-            yield commit_run(wh, run_id, inputs, cfg)
-
-
-def commit_run(wh, run_id: str, inputs: list[str], cfg: tconfig.Config) -> dict:
-    """What a run does after its parts are written, as in batch: SLO targets, ledger, SLA credits,
-    then the manifest. Returns the manifest summary."""
-    from pipelines import batch
-    from tenantry import ledger, slo
-
-    now = dt.datetime.now(dt.timezone.utc)
-    wh.write_part("slo_targets", run_id, "slo-targets", slo.targets_table(cfg, now, run_id))
-    ledger_report = ledger.update_for_run(wh, run_id, cfg, now=now, pipeline_version=batch.PIPELINE_VERSION)
-    credits = batch._sla_credits(wh, cfg, run_id, now)
-    summary = {"rows": batch._rows_written(wh, run_id), "pipeline_version": batch.PIPELINE_VERSION,
-               "ledger": dataclasses.asdict(ledger_report), "sla_credits": credits, "mode": "unbounded"}
-    wh.commit(run_id, inputs, summary)
-    return {"run_id": run_id, "inputs": len(inputs), **summary}
+            summary = commit_run(wh, run_id, inputs, cfg, dt.datetime.now(dt.timezone.utc), mode="unbounded")
+            yield {"run_id": run_id, "inputs": len(inputs), "rows": summary["rows"]}
 
 
 def build_unbounded_pipeline(p: beam.Pipeline, pattern: str, warehouse_root: str, cfg: tconfig.Config, chain,
