@@ -219,8 +219,7 @@ def _sla_credits(wh: Warehouse, cfg: tconfig.Config, run_id: str, now: dt.dateti
         return 0
     con = duckdb.connect()
     try:
-        con.execute(f"create view _committed_runs as select run_id from read_json("
-                    f"'{wh.manifests}/*.json', columns = {{'run_id': 'VARCHAR'}})")
+        con.execute(f"create view _committed_runs as {wh.committed_runs_sql()}")
         seen = {r[0] for r in con.execute(f"select entry_id from {wh.lake_source('usage_ledger')}").fetchall()}
     finally:
         con.close()

@@ -82,11 +82,13 @@ def _pending(landing: Path, committed: set[str], max_segments: int) -> list[io.I
 def run_stream(landing: str | Path, warehouse: str | Path, cfg: tconfig.Config | None = None,
                poll_interval: float = 1.0, max_segments: int = 500, beam_args: list[str] | None = None,
                stop: threading.Event | None = None, on_commit: Callable[[RunReport, StreamStats], None] | None = None,
-               idle_exit_after: float | None = None) -> StreamStats:
+               idle_exit_after: float | None = None, compact_every: int | None = 200) -> StreamStats:
     """Process new landing segments until ``stop`` is set (or SIGINT/SIGTERM in the main thread).
 
     ``idle_exit_after``: return once no new segment has arrived for that many seconds (tests, and
-    draining a landing folder). Holds the warehouse writer lock for its whole life.
+    draining a landing folder). ``compact_every``: fold the small runs together after that many
+    micro-batches (:mod:`tenantry.compaction`; ``None``: never). Holds the warehouse writer lock for
+    its whole life.
     """
     cfg = cfg or tconfig.Config()
     check_config(cfg)  # a bad config fails now, not at the first segment
@@ -111,6 +113,10 @@ def run_stream(landing: str | Path, warehouse: str | Path, cfg: tconfig.Config |
                         stats.add(report)
                         if on_commit:
                             on_commit(report, stats)
+                        if compact_every and stats.micro_batches % compact_every == 0:
+                            from tenantry.compaction import compact
+
+                            compact(wh)
                     idle_since = time.monotonic()
                     continue  # drain a backlog without sleeping
                 if idle_exit_after is not None and time.monotonic() - idle_since >= idle_exit_after:

@@ -193,6 +193,33 @@ def run_stream_cmd(landing, warehouse, config_path, poll_interval, max_segments,
     clirender.err_console.print(f"stopped: {stats.segments} segments in {stats.micro_batches} micro-batches")
 
 
+@main.command()
+@click.option("--warehouse", required=True, type=click.Path(file_okay=False), help="Warehouse folder.")
+@click.option("--small-run-mb", default=64, show_default=True, type=click.IntRange(1),
+              help="Runs smaller than this are folded together.")
+@click.option("--grace-minutes", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="Files of runs replaced longer ago than this are deleted.")
+def compact(warehouse, small_run_mb, grace_minutes):
+    """Fold many small runs into one, atomically; every figure stays the same."""
+    import datetime as dt
+
+    from tenantry.compaction import compact as compact_runs
+    from tenantry.warehouse import Warehouse, WarehouseError
+
+    try:
+        wh = Warehouse(warehouse)
+        wh.connect().close()  # a clear error when there is no warehouse here
+        with wh.writer_lock():
+            r = compact_runs(wh, small_run_bytes=small_run_mb * 2**20, grace=dt.timedelta(minutes=grace_minutes))
+    except WarehouseError as e:
+        raise click.ClickException(str(e)) from None
+    if r.run_id is None:
+        click.echo(f"nothing to compact; removed {r.deleted_runs} replaced run(s)")
+    else:
+        click.echo(f"compacted {r.replaced} runs ({r.files_before} files, {r.bytes / 2**20:.1f} MiB) into {r.run_id} "
+                   f"({r.files_after} files); removed {r.deleted_runs} replaced run(s)")
+
+
 # -- query --------------------------------------------------------------------------------------
 
 

@@ -149,9 +149,10 @@ class Warehouse:
         self._write_parquet(path, schemas.conform(table, data), fsync=False)
         return path
 
-    def commit(self, run_id: str, inputs: Iterable[str], summary: dict | None = None) -> Path:
+    def commit(self, run_id: str, inputs: Iterable[str], summary: dict | None = None,
+               replaces: Iterable[str] = ()) -> Path:
         """Make the run's files durable, then write its manifest: from now on they are visible to
-        every view."""
+        every view (and the runs it ``replaces``, a compaction's, are not)."""
         self._sync_run(run_id)
         files = {
             t: sorted(p.name for p in (self.lake / t / f"run={run_id}").glob("*.parquet"))
@@ -165,6 +166,8 @@ class Warehouse:
             "files": files,
             "summary": summary or {},
         }
+        if replaces:
+            manifest["replaces"] = sorted(replaces)
         path = self.manifests / f"{run_id}.json"
         _atomic_write_bytes(path, json.dumps(manifest, indent=1, default=str).encode())
         return path
@@ -186,14 +189,18 @@ class Warehouse:
             finally:
                 os.close(fd)
 
-    def committed_runs(self) -> list[dict]:
+    def committed_runs(self, include_replaced: bool = False) -> list[dict]:
+        """The manifests of the visible runs (a run a compaction replaced is not visible)."""
         out = []
         for m in sorted(self.manifests.glob("*.json")):
             try:
                 out.append(json.loads(m.read_text()))
             except (OSError, json.JSONDecodeError) as e:
                 raise WarehouseError(f"{m}: unreadable manifest ({e}); move it away to continue") from None
-        return out
+        if include_replaced:
+            return out
+        replaced = {r for m in out for r in m.get("replaces") or ()}
+        return [m for m in out if m.get("run_id") not in replaced]
 
     def committed_inputs(self) -> set[str]:
         """Every input (ingest batch id) some committed run has consumed."""
@@ -213,6 +220,16 @@ class Warehouse:
         return removed
 
     # -- views ------------------------------------------------------------------------------
+
+    def committed_runs_sql(self) -> str:
+        """SQL selecting the ``run_id`` of every visible run: committed by a manifest and not
+        replaced by a compaction's manifest. One statement reads every manifest once, so a
+        compaction's manifest swaps the runs it replaces for itself atomically."""
+        glob = str(self.manifests / "*.json").replace("'", "''")
+        source = (f"read_json('{glob}', columns = {{'run_id': 'VARCHAR', 'replaces': 'VARCHAR[]'}}, "
+                  "format = 'auto')")
+        return (f"select run_id from {source} where run_id is not null and run_id not in "
+                f"(select unnest(replaces) from {source} where replaces is not null)")
 
     def lake_source(self, table: str) -> str:
         """SQL for the committed rows of a lake table (what ``{{ lake('t') }}`` expands to)."""
@@ -249,7 +266,6 @@ class Warehouse:
         stamp = self.root / ".views.sha256"
         if not force and self.db_path.exists() and stamp.exists() and stamp.read_text() == digest:
             return []
-        manifests_glob = str(self.manifests / "*.json").replace("'", "''")
         created: list[str] = []
         # built into a new file, then renamed over the old one: readers that have the database
         # open keep their snapshot, new readers get the new views, and nobody meets a write lock
@@ -258,10 +274,7 @@ class Warehouse:
         con = duckdb.connect(str(building))
         current, built = "_committed_runs", False
         try:
-            con.execute(
-                "create or replace view _committed_runs as select run_id from "
-                f"read_json('{manifests_glob}', columns = {{'run_id': 'VARCHAR'}}, format = 'auto')"
-            )
+            con.execute(f"create or replace view _committed_runs as {self.committed_runs_sql()}")
             current = "macros"
             con.execute(sketch.sql_macros())
             # marts may build on other marts: create in name order, deferring a view whose
@@ -309,9 +322,5 @@ class Warehouse:
             # one snapshot of the committed runs for the connection's life: every view read through
             # it agrees with every other, even while a pipeline commits new runs (a temp table
             # shadows the database's _committed_runs view)
-            manifests_glob = str(self.manifests / "*.json").replace("'", "''")
-            con.execute(
-                "create temp table _committed_runs as select run_id from "
-                f"read_json('{manifests_glob}', columns = {{'run_id': 'VARCHAR'}}, format = 'auto')"
-            )
+            con.execute(f"create temp table _committed_runs as {self.committed_runs_sql()}")
         return con

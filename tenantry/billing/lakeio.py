@@ -25,11 +25,7 @@ UTC = dt.timezone.utc
 def connect(wh: Warehouse) -> duckdb.DuckDBPyConnection:
     """An in-memory connection where ``wh.render_sql`` sources resolve (committed runs only)."""
     con = duckdb.connect()
-    manifests = str(wh.manifests / "*.json").replace("'", "''")
-    con.execute(
-        "create view _committed_runs as select run_id from "
-        f"read_json('{manifests}', columns = {{'run_id': 'VARCHAR'}}, format = 'auto')"
-    )
+    con.execute(f"create view _committed_runs as {wh.committed_runs_sql()}")
     return con
 
 

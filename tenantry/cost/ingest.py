@@ -239,7 +239,5 @@ def _lake_connection(wh: Warehouse):
     import duckdb
 
     con = duckdb.connect()
-    manifests = str(wh.manifests / "*.json").replace("'", "''")
-    con.execute("create view _committed_runs as select run_id from "
-                f"read_json('{manifests}', columns = {{'run_id': 'VARCHAR'}}, format = 'auto')")
+    con.execute(f"create view _committed_runs as {wh.committed_runs_sql()}")
     return con
