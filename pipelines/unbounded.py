@@ -231,7 +231,8 @@ class UnboundedStats:
 
 def run_unbounded(landing: str | Path, warehouse: str | Path, cfg: tconfig.Config | None = None,
                   interval: float = 1.0, stop_after: float | None = None, beam_args: list[str] | None = None,
-                  pattern: str | None = None, local_round: float = 3.0) -> UnboundedStats:
+                  pattern: str | None = None, local_round: float = 3.0,
+                  compact_every_rounds: int | None = 40) -> UnboundedStats:
     """Watch ``landing`` (or ``pattern``) with one streaming Beam pipeline until ``stop_after``
     seconds have passed (forever if ``None``; Ctrl-C stops it, uncommitted ticks are redone)."""
     from pipelines.batch import check_config
@@ -251,8 +252,9 @@ def run_unbounded(landing: str | Path, warehouse: str | Path, cfg: tconfig.Confi
     with wh.writer_lock():
         wh.discard_uncommitted()  # a tick that died before its manifest: its segments are matched again
         wh.build_views()
-        before = {r["run_id"] for r in wh.committed_runs()}
-        started = time.monotonic()
+        before = {r["run_id"] for r in wh.committed_runs(include_replaced=True)}
+        inputs_before = wh.committed_inputs()
+        started, rounds = time.monotonic(), 0
         while True:
             # Beam's DirectRunner holds a splittable source's watermark at -inf until the source
             # finishes (runners/direct/sdf_direct_runner.py), so no tick window would ever close:
@@ -277,6 +279,14 @@ def run_unbounded(landing: str | Path, warehouse: str | Path, cfg: tconfig.Confi
                 break
             if not local:
                 break
+            rounds += 1
+            if compact_every_rounds and rounds % compact_every_rounds == 0:
+                from tenantry.compaction import compact
+
+                compact(wh)  # between rounds, under the lock this stream holds
         wh.discard_uncommitted()
-        new = [r for r in wh.committed_runs() if r["run_id"] not in before]
-    return UnboundedStats(len(new), sum(len(r.get("inputs", [])) for r in new))
+        # counted from the manifests (ticks a compaction folded in are still listed until deleted)
+        ticks = [r for r in wh.committed_runs(include_replaced=True)
+                 if r["run_id"] not in before and (r.get("summary") or {}).get("mode") == "unbounded"]
+        segments = len(wh.committed_inputs() - inputs_before)
+    return UnboundedStats(len(ticks), segments)

@@ -126,3 +126,17 @@ def test_sub_second_ticks_get_their_own_runs():
 
     a, b = IntervalWindow(10.0, 10.5), IntervalWindow(10.5, 11.0)
     assert tick_run_id("x", a) != tick_run_id("x", b)
+
+
+def test_the_unbounded_stream_compacts_between_local_rounds(tmp_path):
+    seg, wh = tmp_path / "landing", tmp_path / "wh"
+    land(seg, 3, seed=11)
+    producer = threading.Timer(3.5, land, args=(seg, 3), kwargs={"seed": 12})
+    producer.start()
+    stats = run_unbounded(seg, wh, stop_after=8, interval=0.5, local_round=3.0, compact_every_rounds=1)
+    producer.join()
+    assert stats.segments == 6
+    runs = [m["run_id"] for m in Warehouse(wh).committed_runs() if m["run_id"] != "__schema__"]
+    assert any(r.startswith("c") for r in runs)  # ticks were folded into a compacted run
+    run_batch([seg], tmp_path / "batch")
+    assert figures(wh) == figures(tmp_path / "batch")
