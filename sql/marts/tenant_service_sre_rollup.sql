@@ -9,34 +9,17 @@ with hourly as (
            p95_ms as worst_p95_ms, p99_ms as worst_p99_ms, 1::bigint as hours
     from tenant_sre_hourly
 ),
-days as (
-    select date_trunc('day', period_start) as period_start, tenant_id, service_name,
-           sum(requests) as requests, sum(errors) as errors, max(worst_p95_ms) as worst_p95_ms,
-           max(worst_p99_ms) as worst_p99_ms, sum(hours)::bigint as hours
-    from hourly
-    group by all
-),
-weeks as (
-    select date_trunc('week', period_start) as period_start, tenant_id, service_name,
-           sum(requests) as requests, sum(errors) as errors, max(worst_p95_ms) as worst_p95_ms,
-           max(worst_p99_ms) as worst_p99_ms, sum(hours)::bigint as hours
-    from hourly
-    group by all
-),
-months as (
-    select date_trunc('month', period_start) as period_start, tenant_id, service_name,
-           sum(requests) as requests, sum(errors) as errors, max(worst_p95_ms) as worst_p95_ms,
-           max(worst_p99_ms) as worst_p99_ms, sum(hours)::bigint as hours
-    from hourly
+blocks as (
+    -- one aggregate for every coarser grain: each hourly row counted once per grain
+    select g.grain, date_trunc(g.grain, h.period_start) as period_start, h.tenant_id, h.service_name,
+           sum(h.requests) as requests, sum(h.errors) as errors, max(h.worst_p95_ms) as worst_p95_ms,
+           max(h.worst_p99_ms) as worst_p99_ms, sum(h.hours)::bigint as hours
+    from hourly h, (values ('day'), ('week'), ('month')) as g(grain)
     group by all
 ),
 final as (
     select 'hour' as grain, * from hourly
     union all
-    select 'day' as grain, * from days
-    union all
-    select 'week' as grain, * from weeks
-    union all
-    select 'month' as grain, * from months
+    select * from blocks
 )
 select * from final;

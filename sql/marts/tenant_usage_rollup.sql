@@ -6,25 +6,17 @@ with daily as (
     select day as period_start, tenant_id, meter, quantity, unit, event_count
     from tenant_usage_daily
 ),
-weeks as (
-    select date_trunc('week', period_start)::date as period_start, tenant_id, meter,
-           sum(quantity)::decimal(38, 9) as quantity, any_value(unit) as unit,
-           sum(event_count)::bigint as event_count
-    from daily
-    group by all
-),
-months as (
-    select date_trunc('month', period_start)::date as period_start, tenant_id, meter,
-           sum(quantity)::decimal(38, 9) as quantity, any_value(unit) as unit,
-           sum(event_count)::bigint as event_count
-    from daily
+blocks as (
+    -- one aggregate for both coarser grains: each daily row counted once per grain
+    select g.grain, date_trunc(g.grain, d.period_start)::date as period_start, d.tenant_id, d.meter,
+           sum(d.quantity)::decimal(38, 9) as quantity, any_value(d.unit) as unit,
+           sum(d.event_count)::bigint as event_count
+    from daily d, (values ('week'), ('month')) as g(grain)
     group by all
 ),
 final as (
     select 'day' as grain, * from daily
     union all
-    select 'week' as grain, * from weeks
-    union all
-    select 'month' as grain, * from months
+    select * from blocks
 )
 select * from final;
