@@ -166,7 +166,3 @@ class SrePartials(beam.PTransform):
 
     def expand(self, chunks):
         return chunks | "PartialPerBatch" >> beam.ParDo(_SrePartialsFn()).with_output_types(Chunk)
-
-
-#: the name pipelines/batch.py wires today; same outputs plus the two new families
-SreHourlyPartials = SrePartials
