@@ -1,0 +1,199 @@
+"""The C span decoder (tenantry/otlp/_fastspans.c): same tables as upb, or it defers.
+
+``make test`` builds it in place and sets ``TENANTRY_REQUIRE_ACCELERATOR=1``, so these tests
+cannot skip silently there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from test_otlp_builders import T0, kv, trace_request
+
+from tenantry.otlp import decode_request
+from tenantry.otlp import spans as spans_mod
+from tenantry.otlp.messages import LITE_CLASSES, SPAN_BYTES_REQUEST
+
+fast = spans_mod._fastspans
+if fast is None:
+    if os.environ.get("TENANTRY_REQUIRE_ACCELERATOR") == "1":
+        raise RuntimeError("TENANTRY_REQUIRE_ACCELERATOR=1 but tenantry.otlp._fastspans is not built")
+    pytest.skip("the C accelerator is not built (python build_ext.py --inplace)", allow_module_level=True)
+
+
+def span_bytes(req) -> list[bytes]:
+    lite = SPAN_BYTES_REQUEST.FromString(req.SerializeToString())
+    return [s for rs in lite.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+def upb(body: bytes):
+    return spans_mod.decode_spans(LITE_CLASSES["traces"].FromString(body), "b")
+
+
+def c_path(body: bytes):
+    """The C decoder's tables, asserting it answered (did not defer)."""
+    assert fast.decode(span_bytes(SPAN_BYTES_REQUEST.FromString(body))) is not None
+    return spans_mod.decode_span_bytes(body, "b")
+
+
+def same(body: bytes):
+    got, want = c_path(body), upb(body)
+    assert got[0].equals(want[0]), (got[0].to_pydict(), want[0].to_pydict())
+    assert got[1].equals(want[1])
+    return got
+
+
+DOUBLES = [0.0, -0.0, 1.0, 0.1, 1 / 3, 1e16, 1.5e-300, -2.5e300, math.inf, -math.inf, math.nan, 123456789.125]
+INTS = [0, 1, -1, 2**63 - 1, -(2**63), 10**12, -42]
+
+
+def test_every_scalar_attribute_type_renders_like_upb():
+    specs = [{
+        "name": ["", "GET /é", "🙂" * 30, "a\x00b"][i % 4],
+        "trace_id": b"" if i % 5 == 0 else bytes([i % 256]) * 16,
+        "parent_span_id": b"" if i % 3 else bytes([7, i % 256]) * 4,
+        "kind": [0, 1, 2, 3, 4, 5, 6, 99][i % 8],
+        "status": [(0, ""), (1, ""), (2, "boom ∂"), (7, "x"), (-3, "")][i % 5],
+        "start": T0 + i, "end": T0 + i * 1_000_003,
+        "attrs": {"tenant.id": f"t{i % 4}", "d": DOUBLES[i % len(DOUBLES)], "n": INTS[i % len(INTS)],
+                  "b": i % 2 == 0, "s": "x" * (i % 300), "empty": "", "none": None, "ünï": "ç"},
+    } for i in range(150)]
+    out = same(trace_request(specs, resource={"tenant.tier": "pro"}, resources=2).SerializeToString())
+    spans = out[0]
+    assert spans.num_rows == 300
+    first = dict(spans.column("attributes")[1].as_py())
+    assert first["d"] == repr(DOUBLES[1]) and first["n"] == "1" and first["b"] == "false" and first["none"] is None
+    assert spans.column("trace_id")[0].as_py() is None and spans.column("trace_id")[1].as_py() == "01" * 16
+
+
+def test_duplicate_keys_keep_the_last_occurrence_in_order():
+    req = trace_request([{"attrs": {"a": "1", "tenant.id": "acme"}}] * 3)
+    for s in req.resource_spans[0].scope_spans[0].spans:
+        s.attributes.extend([kv("a", "2"), kv("z", 5), kv("a", "3")])
+    out = same(req.SerializeToString())
+    assert out[0].column("attributes")[0].as_py() == [("tenant.id", "acme"), ("z", "5"), ("a", "3")]
+
+
+def test_timestamps_past_int64_quarantine_the_span_like_upb():
+    specs = [{"start": 2**64 - 1 if i == 3 else T0, "attrs": {"tenant.id": "t"}} for i in range(10)]
+    out = same(trace_request(specs).SerializeToString())
+    assert out[0].num_rows == 9 and out[1].num_rows == 1
+
+
+def _replace_span(req, i: int, raw: bytes) -> bytes:
+    lite = SPAN_BYTES_REQUEST.FromString(req.SerializeToString())
+    spans = lite.resource_spans[0].scope_spans[0].spans
+    spans[i] = raw
+    return lite.SerializeToString()
+
+
+@pytest.mark.parametrize("case", [
+    "list attribute", "kvlist attribute", "bytes attribute", "key-only attribute",
+    "invalid utf-8 name", "invalid utf-8 key", "invalid utf-8 value", "invalid utf-8 in a dropped duplicate",
+    "wrong wire type", "truncated", "too many attributes",
+])
+def test_the_c_decoder_defers_on_what_it_does_not_decode_exactly(case):
+    req = trace_request([{"attrs": {"tenant.id": f"t{i}", "k": "v"}} for i in range(20)])
+    s = req.resource_spans[0].scope_spans[0].spans[5]
+    if case == "list attribute":
+        s.attributes.append(kv("l", [1, 2]))
+    elif case == "kvlist attribute":
+        s.attributes.append(kv("m", {"x": 1}))
+    elif case == "bytes attribute":
+        s.attributes.append(kv("raw", b"\x00\xff"))
+    elif case == "key-only attribute":
+        s.attributes.append(KeyValue(key="only"))
+    elif case == "too many attributes":
+        s.attributes.extend(kv(f"a{j}", j) for j in range(300))
+    body = req.SerializeToString()
+    raw = span_bytes(req)[5]
+    if case == "invalid utf-8 name":
+        body = _replace_span(req, 5, raw.replace(b"op-5", b"op\xff5"))
+    elif case == "invalid utf-8 key":
+        body = _replace_span(req, 5, raw.replace(b"tenant.id", b"tenant\xc0id"))
+    elif case == "invalid utf-8 value":
+        body = _replace_span(req, 5, raw.replace(b"\x01v", b"\x01\xed"))
+    elif case == "invalid utf-8 in a dropped duplicate":
+        bad = KeyValue(key="k", value=AnyValue(string_value="w")).SerializeToString().replace(b"\x01w", b"\x01\xff")
+        body = _replace_span(req, 5, b"\x4a" + bytes([len(bad)]) + bad + raw)  # field 9 first: overridden by "k"
+    elif case == "wrong wire type":
+        body = _replace_span(req, 5, raw + b"\x35\x00\x00\x00\x00")  # kind (6) as fixed32
+    elif case == "truncated":
+        body = _replace_span(req, 5, raw[:-3])
+    assert fast.decode(span_bytes(SPAN_BYTES_REQUEST.FromString(body))) is None
+    got = decode_request("traces", body, "b")
+    try:
+        want = upb(body)
+    except Exception:  # noqa: BLE001 - upb refuses the whole request: one quarantine row says so
+        assert got["spans"].num_rows == 0 and got["quarantine"].column("table").to_pylist() == ["request"]
+        return
+    assert got["spans"].equals(want[0]) and got["quarantine"].equals(want[1])
+    assert got["spans"].num_rows + got["quarantine"].num_rows == 20
+
+
+def test_random_corruption_agrees_with_upb_whenever_c_answers():
+    rnd = random.Random(11)
+    body = trace_request([{"attrs": {"tenant.id": f"t{i}", "n": i, "d": i / 3, "s": "v" * (i % 40)},
+                           "status": (2, "e") if i % 7 == 0 else (0, "")} for i in range(40)]).SerializeToString()
+    answered = 0
+    for _ in range(300):
+        m = bytearray(body)
+        for _ in range(rnd.randrange(1, 4)):
+            m[rnd.randrange(len(m))] = rnd.randrange(256)
+        m = bytes(m)
+        try:
+            lite = SPAN_BYTES_REQUEST.FromString(m)
+        except Exception:  # noqa: BLE001 - upb refuses the request: nothing reaches the span decoder
+            continue
+        if fast.decode(span_bytes(lite)) is None:
+            continue
+        answered += 1
+        try:
+            want = upb(m)
+        except Exception:  # noqa: BLE001 - upb refuses what the lite class accepted: decode_request quarantines
+            continue
+        got = spans_mod.decode_span_bytes(m, "b")
+        assert got[0].equals(want[0]) and got[1].equals(want[1])
+    assert answered > 50
+
+
+def test_hostile_lists_and_sizes():
+    with pytest.raises(TypeError):
+        fast.decode(["not bytes"])
+    with pytest.raises(TypeError):
+        fast.decode(b"not a list")
+    assert fast.decode([]) is not None  # nothing to decode is an empty answer
+    assert fast.decode([b"\x0a\xff\xff\xff\xff\x0f"]) is None  # a length past the message
+    assert fast.decode([b"\x80" * 20]) is None  # an unterminated tag varint
+    assert fast.decode([b"\x0b"]) is None  # a group (wire type 3)
+    huge = trace_request([{"attrs": {"tenant.id": "t", "s": "x" * 2_000_000}}] * 3)
+    out = same(huge.SerializeToString())
+    assert out[0].num_rows == 3
+
+
+_text = st.text(max_size=12)
+_value = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), _text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.fixed_dictionaries({
+    "name": _text,
+    "kind": st.integers(0, 7),
+    "status": st.tuples(st.integers(0, 3), _text),
+    "start": st.integers(0, 2**63 - 1),
+    "end": st.integers(0, 2**63 - 1),
+    "trace_id": st.binary(max_size=16),
+    "attrs": st.dictionaries(_text, _value, max_size=6),
+}), min_size=1, max_size=30))
+def test_generated_spans_decode_like_upb(specs):
+    body = trace_request(specs).SerializeToString()
+    got, want = decode_request("traces", body, "b"), upb(body)
+    assert got["spans"].equals(want[0]) and got["quarantine"].equals(want[1])
+    if all(k for s in specs for k in s["attrs"]):  # an empty key is not canonical: C defers on it
+        assert fast.decode(span_bytes(trace_request(specs))) is not None
