@@ -7,7 +7,8 @@ the same run:
 - ``upb parse only``     the protobuf parse alone (the ceiling for any Python decoder);
 - ``naive copy``         the baseline: parse, then copy every field of every span into Python
                          lists (attributes via WhichOneof per value) and build an Arrow table;
-- ``decode_request``     tenantry.otlp.decode_request, one process (the numpy span decoder);
+- ``decode_request``     tenantry.otlp.decode_request, one process (the C span decoder when it is
+                         built, see build_ext.py; ``... numpy`` rows: the same with it turned off);
 - ``... upb path``       the same from an already parsed lite message (the per-column upb path);
 - ``decode_files p=1``  tenantry.otlp.decode_files over .pb files in this process;
 - ``decode_groups p=1``  tenantry.otlp.decode_groups (what the pipelines use): requests decoded four
@@ -26,6 +27,7 @@ ratios (of best figures) against the naive baseline and the upb parse.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -40,7 +42,18 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from tenantry.otlp import DecodePool, decode_files, decode_groups, decode_request  # noqa: E402
+from tenantry.otlp import spans as spans_mod  # noqa: E402
 from tenantry.otlp.messages import LITE_CLASSES  # noqa: E402
+
+
+@contextlib.contextmanager
+def _numpy_decoder():
+    """The numpy span decoder in this process while the block runs (the C one turned off)."""
+    saved, spans_mod._fastspans = spans_mod._fastspans, None
+    try:
+        yield
+    finally:
+        spans_mod._fastspans = saved
 
 
 def _kv(key, value) -> KeyValue:
@@ -149,6 +162,9 @@ def main() -> None:
     results["upb parse only"] = _rate(lambda: [ExportTraceServiceRequest.FromString(b) for b in bodies], total, args.repeat)
     results["naive copy"] = _rate(lambda: [naive_copy(b) for b in bodies], total, args.repeat)
     results["decode_request"] = _rate(lambda: [decode_request("traces", b, "bench") for b in bodies], total, args.repeat)
+    with _numpy_decoder():
+        results["decode_request numpy"] = _rate(
+            lambda: [decode_request("traces", b, "bench") for b in bodies], total, args.repeat)
     lite = LITE_CLASSES["traces"]
     results["... upb path"] = _rate(
         lambda: [decode_request("traces", lite.FromString(b), "bench") for b in bodies], total, args.repeat)
@@ -172,6 +188,8 @@ def main() -> None:
 
         results["decode_files p=1"] = _rate(run, total, args.repeat)
         results["decode_groups p=1"] = _rate(run_groups, total, args.repeat)
+        with _numpy_decoder():
+            results["decode_groups p=1 numpy"] = _rate(run_groups, total, args.repeat)
         with DecodePool(2) as pool:
             run(pool=pool)  # start the workers once, outside the timings
             results["decode_files p=2 (pool)"] = _rate(lambda: run(pool=pool), total, args.repeat)
@@ -186,8 +204,11 @@ def main() -> None:
     p1 = results["decode_files p=1"][0]
     print(f"\np=2 (pool) / p=1: {results['decode_files p=2 (pool)'][0] / p1:.2f}x; "
           f"p=2 (per call) / p=1: {results['decode_files p=2 (per call)'][0] / p1:.2f}x")
+    print(f"C decoder / numpy decoder (decode_request): "
+          f"{results['decode_request'][0] / results['decode_request numpy'][0]:.2f}x"
+          + ("" if spans_mod.accelerated() else " (the C decoder is not built: python build_ext.py --inplace)"))
     print(f"(cpu count {os.cpu_count()}; ratios use best figures; load = 1-minute load average before each row; "
-          f"{args.repeat} runs each)")
+          f"{args.repeat} runs each; decoder pool workers use the C decoder too when it is built)")
 
 
 if __name__ == "__main__":

@@ -93,11 +93,9 @@ class InputFile:
 
 
 def _content_id(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "file:" + h.hexdigest()[:32]
+    from tenantry.otlp.files import content_id  # remembered: decoding the file asks again
+
+    return content_id(path)
 
 
 def _parquet_table(path: Path) -> tuple[str, int]:

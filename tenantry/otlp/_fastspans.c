@@ -247,12 +247,20 @@ static int parse_attr(const uint8_t *s, const uint8_t *end, Attr *a) {
     return 0;
 }
 
+#define MAX_WANTED 8
+
 typedef struct {
     StrCol trace_id, span_id, parent, name, smsg, keys, vals;
     Buf attr_offs, kind, start, end, scode;
     Attr *attrs;
     size_t attrs_cap;
     PyThreadState *released; /* while decoding without the GIL */
+    /* keys looked up per span: the index among all kept attributes of the entry with a non-empty
+     * value, else -1 */
+    int n_wanted;
+    const char *wanted[MAX_WANTED];
+    size_t wanted_len[MAX_WANTED];
+    Buf found[MAX_WANTED];
 } Out;
 
 static void out_free(Out *o) {
@@ -269,15 +277,18 @@ static void out_free(Out *o) {
     free(o->end.p);
     free(o->scode.p);
     free(o->attrs);
+    for (int i = 0; i < MAX_WANTED; i++) free(o->found[i].p);
 }
 
 static int64_t as_enum(uint64_t raw) { return (int64_t)(int32_t)(uint32_t)(raw & 0xFFFFFFFFu); }
 
 /* The attributes of one span, duplicates dropped (the last occurrence wins); 1 ok, 0 fall back,
  * -1 out of memory. */
-static int emit_attrs(Out *o, size_t n_attrs, int32_t *count) {
+static int emit_attrs(Out *o, size_t n_attrs, int32_t base, int32_t *count) {
     Attr *at = o->attrs;
     int32_t kept = 0;
+    int32_t found[MAX_WANTED];
+    for (int w = 0; w < o->n_wanted; w++) found[w] = -1;
     /* every attribute is checked, duplicates too: a malformed one quarantines its span */
     for (size_t i = 0; i < n_attrs; i++)
         if (!utf8_ok(at[i].key, at[i].klen) || (at[i].kind == 1 && !utf8_ok(at[i].val, at[i].vlen))) return 0;
@@ -288,6 +299,10 @@ static int emit_attrs(Out *o, size_t n_attrs, int32_t *count) {
                   (at[i].klen == 0 || (at[j].key[at[i].klen - 1] == at[i].key[at[i].klen - 1] &&
                                        memcmp(at[j].key, at[i].key, at[i].klen) == 0));
         if (dup) continue;
+        int has_text = at[i].kind == 2 || at[i].kind == 3 || at[i].kind == 4 || (at[i].kind == 1 && at[i].vlen > 0);
+        for (int w = 0; w < o->n_wanted; w++)
+            if (has_text && o->wanted_len[w] == at[i].klen && memcmp(o->wanted[w], at[i].key, at[i].klen) == 0)
+                found[w] = base + kept;
         int r = strcol_add(&o->keys, at[i].key, at[i].klen, 1);
         if (r) return r > 0 ? 0 : -1;
         char text[64];
@@ -330,6 +345,8 @@ static int emit_attrs(Out *o, size_t n_attrs, int32_t *count) {
         if (r) return r > 0 ? 0 : -1;
         kept++;
     }
+    for (int w = 0; w < o->n_wanted; w++)
+        if (put_i32(&o->found[w], found[w])) return -1;
     *count = kept;
     return 1;
 }
@@ -416,7 +433,7 @@ static int decode_span(Out *o, const uint8_t *s, const uint8_t *end, int32_t *at
         buf_put(&o->scode, &c, 8))
         return -1;
     int32_t kept;
-    r = emit_attrs(o, n_attrs, &kept);
+    r = emit_attrs(o, n_attrs, *attr_total, &kept);
     if (r != 1) return r;
     *attr_total += kept;
     return put_i32(&o->attr_offs, *attr_total) ? -1 : 1;
@@ -425,14 +442,28 @@ static int decode_span(Out *o, const uint8_t *s, const uint8_t *end, int32_t *at
 static PyObject *bytes_of(Buf *b) { return PyBytes_FromStringAndSize(b->p ? b->p : "", (Py_ssize_t)b->len); }
 
 PyDoc_STRVAR(decode_doc,
-"decode(spans: list[bytes]) -> tuple | None\n\n"
+"decode(spans: list[bytes], lookup: tuple[bytes, ...] = ()) -> tuple | None\n\n"
 "Columns of serialized Span messages, as bytes buffers:\n"
 "(trace_id, span_id, parent_span_id, name, status_message, attr_keys, attr_values) each as\n"
 "(int32 offsets, data, uint8 validity per value), then attribute offsets per span (int32),\n"
-"kind (int64), start and end (uint64), status code (int64). None: use the numpy decoder.");
+"kind (int64), start and end (uint64), status code (int64), then per key in lookup the index\n"
+"(int32) of the span's attribute with that key and a non-empty value, or -1.\n"
+"None: use the numpy decoder.");
 
-static PyObject *decode(PyObject *self, PyObject *arg) {
+static PyObject *decode(PyObject *self, PyObject *args) {
     (void)self;
+    PyObject *arg, *wanted = NULL;
+    if (!PyArg_ParseTuple(args, "O|O!", &arg, &PyTuple_Type, &wanted)) return NULL;
+    if (wanted && PyTuple_GET_SIZE(wanted) > MAX_WANTED) {
+        PyErr_Format(PyExc_ValueError, "decode() looks up at most %d keys", MAX_WANTED);
+        return NULL;
+    }
+    if (wanted)
+        for (Py_ssize_t w = 0; w < PyTuple_GET_SIZE(wanted); w++)
+            if (!PyBytes_Check(PyTuple_GET_ITEM(wanted, w))) {
+                PyErr_SetString(PyExc_TypeError, "decode(): the keys to look up must be bytes");
+                return NULL;
+            }
     if (!PyList_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "decode() takes a list of bytes");
         return NULL;
@@ -450,6 +481,11 @@ static PyObject *decode(PyObject *self, PyObject *arg) {
         }
     Out o;
     memset(&o, 0, sizeof o);
+    o.n_wanted = wanted ? (int)PyTuple_GET_SIZE(wanted) : 0;
+    for (int w = 0; w < o.n_wanted; w++) { /* the tuple is the caller's and outlives this call */
+        o.wanted[w] = PyBytes_AS_STRING(PyTuple_GET_ITEM(wanted, w));
+        o.wanted_len[w] = (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(wanted, w));
+    }
     StrCol *cols[] = {&o.trace_id, &o.span_id, &o.parent, &o.name, &o.smsg, &o.keys, &o.vals};
     int32_t attr_total = 0;
     int r = 1;
@@ -480,7 +516,7 @@ static PyObject *decode(PyObject *self, PyObject *arg) {
         out_free(&o);
         Py_RETURN_NONE;
     }
-    PyObject *res = PyTuple_New(7 * 3 + 5);
+    PyObject *res = PyTuple_New(7 * 3 + 5 + o.n_wanted);
     if (!res) {
         out_free(&o);
         return NULL;
@@ -496,6 +532,7 @@ static PyObject *decode(PyObject *self, PyObject *arg) {
     PyTuple_SET_ITEM(res, k++, bytes_of(&o.start));
     PyTuple_SET_ITEM(res, k++, bytes_of(&o.end));
     PyTuple_SET_ITEM(res, k++, bytes_of(&o.scode));
+    for (int w = 0; w < o.n_wanted; w++) PyTuple_SET_ITEM(res, k++, bytes_of(&o.found[w]));
     out_free(&o);
     for (int i = 0; i < k; i++)
         if (!PyTuple_GET_ITEM(res, i)) {
@@ -506,7 +543,7 @@ static PyObject *decode(PyObject *self, PyObject *arg) {
 }
 
 static PyMethodDef methods[] = {
-    {"decode", decode, METH_O, decode_doc},
+    {"decode", decode, METH_VARARGS, decode_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -45,9 +45,13 @@ class AttrColumns:
     bad: dict[int, str]  # record index -> why one of its attributes is malformed
     codes: np.ndarray | None = None  # flat: index of each key in ``dictionary``
     dictionary: list | None = None  # the distinct keys
+    #: lookups done already (``lookup(key, empty_is_null=True)`` per key), e.g. by the C decoder
+    found: dict[str, pa.Array] | None = None
 
     def lookup(self, key: str, empty_is_null: bool = False) -> pa.Array:
         """Per record, the value of attribute ``key`` (null where the record has none)."""
+        if empty_is_null and self.found and key in self.found:
+            return self.found[key]
         n = len(self.attributes)
         if len(self.keys) == 0:
             return pa.nulls(n, pa.string())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import fnmatch
+import functools
 import gzip
 import hashlib
 import logging
@@ -53,11 +54,25 @@ class _TooLarge(Exception):
 
 
 def _sha256(path: Path) -> str:
+    """The SHA-256 of a file's content (its ingest id's source). Remembered per (path, size,
+    mtime, inode): the pipeline hashes each input when it discovers it and again when it decodes
+    it, and inputs are immutable files."""
+    st = os.stat(path)
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sha256_of(path: str, _size: int, _mtime_ns: int, _inode: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def content_id(path) -> str:
+    """The ingest id of an input file: ``file:`` and the first 32 hex digits of its SHA-256."""
+    return "file:" + _sha256(Path(path))[:32]
 
 
 def _open(path: Path, gz: bool):
@@ -94,7 +109,7 @@ def iter_file(path, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
         yield _segment(path, gz, max_decompressed_bytes)
         return
     try:
-        batch = "file:" + _sha256(path)[:32]
+        batch = content_id(path)
     except OSError as e:
         batch = "file:path-" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
         yield batch, malformed_request(batch, None, f"{path}: cannot read the file ({e})")
@@ -227,7 +242,7 @@ def _trace_body(path: Path, limit: int) -> tuple[str, bytes] | None:
     if not base.endswith(".pb") or not path.exists():
         return None
     try:
-        batch = "file:" + _sha256(path)[:32]
+        batch = content_id(path)
         data = _read_all(path, gz, limit)
     except (_TooLarge, OSError, EOFError, zlib.error):
         return None

@@ -161,10 +161,15 @@ def _c_strings(offs: bytes, data: bytes, valid: bytes, n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [bitmap, pa.py_buffer(offs), pa.py_buffer(data)], nulls)
 
 
+#: the attributes attribution reads (columns.attribution), looked up by the C decoder as it goes
+_LOOKUP = (schemas.TENANT_ID_KEY, schemas.TENANT_TIER_KEY, schemas.USER_ID_KEY)
+_LOOKUP_BYTES = tuple(k.encode() for k in _LOOKUP)
+
+
 def _decode_c(flat: list):
     """(attribute columns, span columns) of serialized spans from the C decoder, or None when
     it defers (to the numpy decoder)."""
-    out = _fastspans.decode(flat)
+    out = _fastspans.decode(flat, _LOOKUP_BYTES)
     if out is None:
         return None
     n = len(flat)
@@ -176,7 +181,11 @@ def _decode_c(flat: list):
     offsets = pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(out[21])])
     maps = pa.MapArray.from_arrays(offsets, keys, values, type=schemas.ATTRS)
     record = np.repeat(np.arange(n, dtype=np.int64), np.diff(attr_offs))
-    attrs = AttrColumns(maps, keys, values, record, {})
+    found = {}
+    for key, buf in zip(_LOOKUP, out[26:]):
+        at = np.frombuffer(buf, np.int32)
+        found[key] = values.take(pa.array(at, mask=at < 0)) if n_attrs else pa.nulls(n, pa.string())
+    attrs = AttrColumns(maps, keys, values, record, {}, found=found)
     return attrs, {
         "trace_id": cols[0], "span_id": cols[1], "parent_span_id": cols[2], "name": cols[3],
         "status_message": cols[4],

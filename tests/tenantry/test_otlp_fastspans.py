@@ -61,12 +61,17 @@ def test_every_scalar_attribute_type_renders_like_upb():
         "kind": [0, 1, 2, 3, 4, 5, 6, 99][i % 8],
         "status": [(0, ""), (1, ""), (2, "boom ∂"), (7, "x"), (-3, "")][i % 5],
         "start": T0 + i, "end": T0 + i * 1_000_003,
-        "attrs": {"tenant.id": f"t{i % 4}", "d": DOUBLES[i % len(DOUBLES)], "n": INTS[i % len(INTS)],
+        # tenant keys the C decoder looks up itself: set, empty, a number, no value, absent
+        "attrs": {**({} if i % 5 == 4 else {"tenant.id": [f"t{i % 4}", "", 7, None][i % 5]}),
+                  **({"tenant.tier": "gold"} if i % 3 == 0 else {}), "user.id": ["", "u1", True][i % 3],
+                  "d": DOUBLES[i % len(DOUBLES)], "n": INTS[i % len(INTS)],
                   "b": i % 2 == 0, "s": "x" * (i % 300), "empty": "", "none": None, "ünï": "ç"},
     } for i in range(150)]
-    out = same(trace_request(specs, resource={"tenant.tier": "pro"}, resources=2).SerializeToString())
+    out = same(trace_request(specs, resource={"tenant.tier": "pro", "tenant.id": "res"}, resources=2).SerializeToString())
     spans = out[0]
     assert spans.num_rows == 300
+    assert spans.column("tenant_id").to_pylist()[:5] == ["t0", "res", "7", "res", "res"]
+    assert spans.column("tenant_tier").to_pylist()[:3] == ["gold", "pro", "pro"]
     first = dict(spans.column("attributes")[1].as_py())
     assert first["d"] == repr(DOUBLES[1]) and first["n"] == "1" and first["b"] == "false" and first["none"] is None
     assert spans.column("trace_id")[0].as_py() is None and spans.column("trace_id")[1].as_py() == "01" * 16
