@@ -12,7 +12,8 @@ path), then measures, each in a fresh subprocess (so peak RSS is the run's own):
 - per-element baseline: a straightforward Beam pipeline with one element per span (row dicts keyed
   by hour/tenant/service, combined per key), on the first 200k spans (its rate does not depend on N).
 
-It also times the OTLP protobuf path: ``.pb`` request bodies (1000 spans each) → views.
+It also times the OTLP protobuf path: ``.pb`` request bodies (1000 spans each) → views, with the
+C span decoder (``build_ext.py``) and, as its baseline, with the numpy decoder.
 Figures print as a table with ratios; nothing is asserted (machines here are shared and noisy).
 """
 
@@ -35,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 FILE_SPANS = 1_000_000
 
 
-def _child(code: str, *args: str) -> dict:
+def _child(code: str, *args: str, env: dict | None = None) -> dict:
     """Run ``code`` in a fresh interpreter; it prints one JSON line. Adds the child's peak RSS."""
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})))
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     # the child's result is its last JSON line (libraries may print before it)
@@ -147,6 +148,11 @@ print(json.dumps({}))
 """
 
 
+def _accelerated() -> bool:
+    return bool(_child("import json; from tenantry.otlp.spans import accelerated; "
+                       "print(json.dumps({'c': accelerated()}))")["c"])
+
+
 def measure(n: int, tenants: int, work: Path) -> dict:
     data = work / f"spans-{n}"
     data.mkdir()
@@ -182,13 +188,20 @@ def main() -> None:
         pb.mkdir()
         _child(PB_GEN, str(args.pb_spans), str(pb))
         t = _child(TENANTRY, str(pb), str(work / "wh-pb"))
-        rows.append((f"{args.pb_spans:,} spans (.pb OTLP)", f"{args.pb_spans / t['seconds']:,.0f}", "", "", "", "",
-                     f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
+        # baseline: the same run with the numpy span decoder (the C one turned off)
+        b = _child(TENANTRY, str(pb), str(work / "wh-pb-numpy"), env={"TENANTRY_PURE_DECODER": "1"})
+        label = "C decoder" if _accelerated() else "C decoder NOT BUILT: numpy"
+        rows.append((f"{args.pb_spans:,} spans (.pb OTLP, {label})", f"{args.pb_spans / t['seconds']:,.0f}", "", "", "",
+                     "", f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
+        rows.append((f"{args.pb_spans:,} spans (.pb OTLP, numpy decoder)", f"{args.pb_spans / b['seconds']:,.0f}", "",
+                     "", "", "", f"{b['peak_rss_mib']:,.0f}" if b["peak_rss_mib"] else "?"))
+        pb_ratio = b["seconds"] / t["seconds"]
         head = ("input", "tenantry spans/s", "DuckDB SQL spans/s", "per-element Beam spans/s",
                 "tenantry / DuckDB", "tenantry / per-element", "tenantry peak RSS MiB")
         widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
         for line in (head, *rows):
             print("  ".join(str(x).rjust(w) for x, w in zip(line, widths)))
+        print(f".pb with the C span decoder / with the numpy decoder: {pb_ratio:.2f}x")
         print(f"load average at end: {open('/proc/loadavg').read().split()[:3]}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -246,8 +246,8 @@ def _trace_body(path: Path, limit: int) -> tuple[str, bytes] | None:
         data = _read_all(path, gz, limit)
     except (_TooLarge, OSError, EOFError, zlib.error):
         return None
-    if not data.strip() or (signal_from_name(path.name) or infer_signal(data)) != "traces":
-        return None
+    if not data or data.isspace() or (signal_from_name(path.name) or infer_signal(data)) != "traces":
+        return None  # (isspace stops at the first other byte; strip() would copy the body)
     return batch, data
 
 
