@@ -10,7 +10,10 @@ path), then measures, each in a fresh subprocess (so peak RSS is the run's own):
 - near-limit baseline: DuckDB computing the same tenant_sre_hourly figures (count, errors,
   quantiles) directly from the same Parquet;
 - per-element baseline: a straightforward Beam pipeline with one element per span (row dicts keyed
-  by hour/tenant/service, combined per key), on the first 200k spans (its rate does not depend on N).
+  by hour/tenant/service, combined per key), on the first 200k spans (its rate does not depend on N);
+- I/O floor: only reading the input (decoding it, for ``.pb``) and writing the ``spans`` lake
+  table with tenantry's Parquet settings, one thread per core: what any pipeline that stores the
+  spans pays before it computes anything ("time / I/O floor" is how many times that tenantry takes).
 
 It also times the OTLP protobuf path: ``.pb`` request bodies (1000 spans each) → views, with the
 C span decoder (``build_ext.py``) and, as its baseline, with the numpy decoder.
@@ -80,6 +83,40 @@ rows = con.execute(f'''
          quantile_cont(duration_ms, [0.5, 0.95, 0.99]) as q
   from read_parquet('{sys.argv[1]}/*.parquet') where kind in ('server', 'consumer') group by all''').fetchall()
 print(json.dumps({"seconds": time.perf_counter() - t, "groups": len(rows)}))
+"""
+
+FLOOR = """
+# the I/O floor: read the input and write the spans lake table with tenantry's Parquet writer
+# settings, on one thread per core, and nothing else (no processors, partials, ledger or views)
+import sys, json, time, glob, os, concurrent.futures as cf
+import pyarrow.parquet as pq
+from pathlib import Path
+from tenantry import schemas
+from tenantry.warehouse import Warehouse
+src, out = sys.argv[1], Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+files = sorted(glob.glob(src + '/*.parquet'))
+def parquet_part(job):
+    path, rg = job
+    data = pq.ParquetFile(path).read_row_group(rg)
+    Warehouse._write_parquet(out / f"{Path(path).stem}-{rg}.parquet", schemas.conform("spans", data), fsync=False)
+    return data.num_rows
+def pb_part(group):
+    from tenantry import otlp
+    n = 0
+    for i, (_b, tables) in enumerate(otlp.decode_groups(group, pool=None)):
+        Warehouse._write_parquet(out / f"{Path(group[0]).stem}-{i}.parquet", tables["spans"], fsync=False)
+        n += tables["spans"].num_rows
+    return n
+t = time.perf_counter()
+if files:
+    jobs, fn = [(f, i) for f in files for i in range(pq.ParquetFile(f).num_row_groups)], parquet_part
+else:
+    pbs = sorted(glob.glob(src + '/*.pb'))
+    jobs, fn = [pbs[i:i + 64] for i in range(0, len(pbs), 64)], pb_part
+with cf.ThreadPoolExecutor(os.cpu_count()) as pool:
+    spans = sum(pool.map(fn, jobs))
+print(json.dumps({"seconds": time.perf_counter() - t, "spans": spans}))
 """
 
 PER_ELEMENT = """
@@ -162,6 +199,8 @@ def measure(n: int, tenants: int, work: Path) -> dict:
     res["tenantry"] = _child(TENANTRY, str(data), str(work / f"wh-{n}"))
     res["duckdb"] = _child(DUCKDB, str(data))
     res["per_element"] = _child(PER_ELEMENT, str(data), str(min(n, 200_000)))
+    res["floor"] = _child(FLOOR, str(data), str(work / f"floor-{n}"))
+    shutil.rmtree(work / f"floor-{n}")
     shutil.rmtree(data)
     shutil.rmtree(work / f"wh-{n}")
     return res
@@ -179,25 +218,29 @@ def main() -> None:
         rows = []
         for n in args.spans:
             r = measure(n, args.tenants, work)
-            t, d, e = r["tenantry"], r["duckdb"], r["per_element"]
+            t, d, e, f = r["tenantry"], r["duckdb"], r["per_element"], r["floor"]
             rate = n / t["seconds"]
             rows.append((f"{n:,} spans (Parquet)", f"{rate:,.0f}", f"{n / d['seconds']:,.0f}",
-                         f"{e['spans'] / e['seconds']:,.0f}", f"{rate / (n / d['seconds']):.2f}x",
-                         f"{rate / (e['spans'] / e['seconds']):.1f}x", f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
+                         f"{e['spans'] / e['seconds']:,.0f}", f"{n / f['seconds']:,.0f}",
+                         f"{rate / (n / d['seconds']):.2f}x", f"{rate / (e['spans'] / e['seconds']):.1f}x",
+                         f"{t['seconds'] / f['seconds']:.2f}x", f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
         pb = work / "pb"
         pb.mkdir()
         _child(PB_GEN, str(args.pb_spans), str(pb))
         t = _child(TENANTRY, str(pb), str(work / "wh-pb"))
         # baseline: the same run with the numpy span decoder (the C one turned off)
         b = _child(TENANTRY, str(pb), str(work / "wh-pb-numpy"), env={"TENANTRY_PURE_DECODER": "1"})
+        f = _child(FLOOR, str(pb), str(work / "floor-pb"))
         label = "C decoder" if _accelerated() else "C decoder NOT BUILT: numpy"
-        rows.append((f"{args.pb_spans:,} spans (.pb OTLP, {label})", f"{args.pb_spans / t['seconds']:,.0f}", "", "", "",
-                     "", f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
+        rows.append((f"{args.pb_spans:,} spans (.pb OTLP, {label})", f"{args.pb_spans / t['seconds']:,.0f}", "", "",
+                     f"{args.pb_spans / f['seconds']:,.0f}", "", "", f"{t['seconds'] / f['seconds']:.2f}x",
+                     f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
         rows.append((f"{args.pb_spans:,} spans (.pb OTLP, numpy decoder)", f"{args.pb_spans / b['seconds']:,.0f}", "",
-                     "", "", "", f"{b['peak_rss_mib']:,.0f}" if b["peak_rss_mib"] else "?"))
+                     "", "", "", "", "", f"{b['peak_rss_mib']:,.0f}" if b["peak_rss_mib"] else "?"))
         pb_ratio = b["seconds"] / t["seconds"]
         head = ("input", "tenantry spans/s", "DuckDB SQL spans/s", "per-element Beam spans/s",
-                "tenantry / DuckDB", "tenantry / per-element", "tenantry peak RSS MiB")
+                "I/O floor spans/s", "tenantry / DuckDB", "tenantry / per-element", "time / I/O floor",
+                "tenantry peak RSS MiB")
         widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
         for line in (head, *rows):
             print("  ".join(str(x).rjust(w) for x, w in zip(line, widths)))
