@@ -247,7 +247,9 @@ def read_task(task: ReadTask, batch_rows: int) -> Iterator[tuple[str, str, pa.Ta
         if parts:
             n = seq.get(table, 0)
             seq[table] = n + 1
-            yield table, f"{key}-{table}-{n}", pa.concat_tables(parts)
+            # one contiguous chunk per column: every step after this one would otherwise combine
+            # the chunks of the columns it reads (the attribute maps most of all) again
+            yield table, f"{key}-{table}-{n}", pa.concat_tables(parts).combine_chunks()
 
     paths = [one.path for one in task.inputs]
     # small .pb trace requests decode together, a group of files per call (on the decoder pool's

@@ -202,7 +202,10 @@ def as_part(family: str, part: str, table: pa.Table):
     """A per-batch partial as a lake chunk ``(family, part name, rows)``; its lineage
     (``ingest_batch``) is the batch it was computed from."""
     if "ingest_batch" not in table.column_names:
-        table = table.append_column("ingest_batch", pa.repeat(pa.scalar(part), table.num_rows))
+        # one value for every row: dictionary-encoded here (4 bytes a row), made plain text by the
+        # lake writer's conform on its I/O thread, not on the thread that computes the partials
+        table = table.append_column("ingest_batch", pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(table.num_rows, np.int32)), pa.array([part], pa.string())))
     return family, f"{part}-{family}", table
 
 

@@ -66,11 +66,12 @@ def attribute_columns(attrs: pa.ChunkedArray | pa.MapArray, keys: list[str]) -> 
         if keep is not None:
             hit_mask &= keep
         hit = np.flatnonzero(hit_mask)
+        if len(hit) == 0:
+            out[key] = pa.nulls(n, pa.string())
+            continue
         idx = np.full(n, -1, dtype=np.int64)
         idx[parents[hit]] = hit  # ascending assignment: the last duplicate wins
-        present = idx >= 0
-        values = flat_items.take(pa.array(np.where(present, idx, 0))) if hi > lo else pa.nulls(n, pa.string())
-        out[key] = pc.if_else(pa.array(present), values.cast(pa.string()), pa.nulls(n, pa.string()))
+        out[key] = flat_items.take(pa.array(idx, mask=idx < 0)).cast(pa.string())  # null where absent
     return out
 
 
