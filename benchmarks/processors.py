@@ -168,7 +168,8 @@ def main(argv=None) -> int:
             batches = [pa.Table.from_batches([b]) for b in pq.ParquetFile(path).iter_batches(batch_size=args.batch_rows)]
             reads.append(time.perf_counter() - t0)
             cpu_reads.append(time.process_time() - c0)
-            rss_after_read = rss_after_read if reads[1:] else _rss_mb()
+            if len(reads) == 1:
+                rss_after_read = _rss_mb()  # after the first read
             chain = build_chain(parse(DEMO_CONFIG))  # a fresh chain: limit_cardinality's state starts empty
             kept = quarantined = sampled_out = 0
             t0, c0 = time.perf_counter(), time.process_time()

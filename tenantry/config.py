@@ -11,7 +11,6 @@ so a new user can start with an empty file.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 

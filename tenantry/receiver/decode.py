@@ -14,7 +14,6 @@ Promises:
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import zlib
 from typing import Any

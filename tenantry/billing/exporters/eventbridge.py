@@ -35,7 +35,7 @@ import json
 from typing import Any, Iterable
 
 from tenantry.billing.exporters import (
-    BotoExporter, Entry, Exporter, FatalExportError, Outcome, Section, TransientError, Verdict, dumps_exact,
+    BotoExporter, Entry, FatalExportError, Outcome, Section, TransientError, Verdict, dumps_exact,
 )
 
 MAX_ENTRIES = 10

@@ -44,8 +44,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tenantry.billing.exporters import (
-    SECOND, BotoExporter, Entry, ExportConfigError, Exporter, FatalExportError, Outcome, Section, TransientError, Verdict,
-    decimal_text, parse_section,
+    SECOND, BotoExporter, Entry, ExportConfigError, FatalExportError, Outcome, Section, TransientError, Verdict,
+    decimal_text,
 )
 from tenantry.billing.lakeio import digest
 
