@@ -495,9 +495,13 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     /* room for everything up front (ids double in hex; text never grows): no reallocations */
     size_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) total += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(items, i));
+    /* (at most 64 MiB each up front: a huge request grows its buffers as it goes) */
+    const size_t most = (size_t)64 << 20;
+    size_t ids = 32 * (size_t)n < most ? 32 * (size_t)n : most;
+    if (total > most) total = most;
     if (r == 1 && (buf_grow(&o.name.data, total) || buf_grow(&o.keys.data, total) || buf_grow(&o.vals.data, total) ||
-                   buf_grow(&o.trace_id.data, 32 * (size_t)n) || buf_grow(&o.span_id.data, 16 * (size_t)n) ||
-                   buf_grow(&o.parent.data, 16 * (size_t)n)))
+                   buf_grow(&o.trace_id.data, ids) || buf_grow(&o.span_id.data, ids / 2) ||
+                   buf_grow(&o.parent.data, ids / 2)))
         r = -1;
     /* the pass itself runs without the GIL: other threads (lake writes, the next batch) go on */
     o.released = PyEval_SaveThread();
