@@ -16,7 +16,9 @@ the same run:
 - ``... p=2 (pool)``     decode_files / decode_groups across 2 worker processes of a DecodePool
                          started once (includes reading the files and shipping Arrow IPC between
                          processes);
-- ``... p=2 (per call)`` 2 workers started by each decode_files call (what a one-off call pays).
+- ``... p=2 (per call)`` 2 workers started by each decode_files call (what a one-off call pays);
+- log records (as many as spans): application logs and usage events through ``decode_request``,
+  with the C log decoder and with it turned off (the upb path is the baseline).
 
 Prints best and median spans/s of ``--repeat`` runs, the load average before each row, and
 ratios (of best figures) against the naive baseline and the upb parse.
@@ -104,6 +106,32 @@ def make_request(seed: int, spans: int, attrs: int, tenants: int = 20, services:
                 _kv("http.flavor", "1.1"),
             ]
             sp.attributes.extend(pool[:attrs])
+    return req.SerializeToString()
+
+
+def make_log_request(seed: int, records: int, usage: bool) -> bytes:
+    """SDK-shaped log records: application logs, or usage events (``tenantry.record_usage``)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    rnd = random.Random(seed)
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.extend([_kv("service.name", "checkout"), _kv("service.version", "1.4.2")])
+    sl = rl.scope_logs.add()
+    for i in range(records):
+        r = sl.log_records.add()
+        r.time_unix_nano = r.observed_time_unix_nano = 1_700_000_000_000_000_000 + seed * 10**9 + i * 1_000_000
+        r.trace_id, r.span_id = rnd.randbytes(16), rnd.randbytes(8)
+        tenant = _kv("tenant.id", f"tenant-{rnd.randrange(20):03d}")
+        if usage:
+            r.event_name = "tenantry.usage"
+            r.attributes.extend([tenant, _kv("tenantry.usage.event_id", f"ev-{seed}-{i}"),
+                                 _kv("tenantry.usage.meter", "api.calls"), _kv("tenantry.usage.quantity", "1"),
+                                 _kv("tenantry.usage.unit", "1"), _kv("tenantry.usage.dim.region", "eu-west-1")])
+        else:
+            r.severity_number, r.severity_text = 9, "INFO"
+            r.body.string_value = f"GET /api/v1/items/{rnd.randrange(10**6)} 200 in {rnd.randrange(1000)} ms"
+            r.attributes.extend([tenant, _kv("http.route", "/api/v1/items/{id}"), _kv("user.id", f"user-{i}")])
     return req.SerializeToString()
 
 
@@ -197,6 +225,15 @@ def main() -> None:
         list(decode_files(paths[:1], processes=2))  # start the fork server, outside the timings
         results["decode_files p=2 (per call)"] = _rate(lambda: run(processes=2), total, args.repeat)
 
+    log_rows = {}
+    for label, usage in (("application logs", False), ("usage events", True)):
+        logs = [make_log_request(i, args.spans, usage) for i in range(args.requests)]
+        log_rows[f"{label}: decode_request"] = _rate(
+            lambda: [decode_request("logs", b, "bench") for b in logs], total, args.repeat)
+        with _numpy_decoder():
+            log_rows[f"{label}: upb path"] = _rate(
+                lambda: [decode_request("logs", b, "bench") for b in logs], total, args.repeat)
+
     naive, upb = results["naive copy"][0], results["upb parse only"][0]
     print(f"\n{'path':28s} {'best spans/s':>13s} {'median':>10s} {'x naive':>8s} {'x upb':>7s} {'load':>5s}")
     for name, (best, median, load) in results.items():
@@ -204,6 +241,11 @@ def main() -> None:
     p1 = results["decode_files p=1"][0]
     print(f"\np=2 (pool) / p=1: {results['decode_files p=2 (pool)'][0] / p1:.2f}x; "
           f"p=2 (per call) / p=1: {results['decode_files p=2 (per call)'][0] / p1:.2f}x")
+    print(f"\n{'log records (same count)':38s} {'best rec/s':>11s} {'median':>10s} {'load':>5s}")
+    for name, (best, median, load) in log_rows.items():
+        print(f"{name:38s} {best:11,.0f} {median:10,.0f} {load:5.1f}")
+    for label in ("application logs", "usage events"):
+        print(f"{label}: C decoder / upb path {log_rows[label + ': decode_request'][0] / log_rows[label + ': upb path'][0]:.2f}x")
     print(f"C decoder / numpy decoder (decode_request): "
           f"{results['decode_request'][0] / results['decode_request numpy'][0]:.2f}x"
           + ("" if spans_mod.accelerated() else " (the C decoder is not built: python build_ext.py --inplace)"))

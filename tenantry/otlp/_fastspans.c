@@ -1,8 +1,9 @@
-/* Serialized OTLP spans -> Arrow column buffers, in one pass of C.
+/* Serialized OTLP spans and log records -> Arrow column buffers, in one pass of C.
  *
  * The optional accelerator of tenantry.otlp.spans (the numpy decoder there is the reference and
- * the fallback). decode(spans) takes a list of serialized Span messages (what upb hands over for
- * the lite request class, see tenantry/otlp/messages.py) and returns a tuple of bytes objects:
+ * the fallback) and of tenantry.otlp.logs (decode_logs: the same for LogRecord messages, deferring
+ * to the upb path there). decode(spans) takes a list of serialized Span messages (what upb hands
+ * over for the lite request class, see tenantry/otlp/messages.py) and returns a tuple of bytes objects:
  * the offsets, data and validity buffers of each column of the spans table that comes from the
  * span itself, ready for pyarrow.Array.from_buffers. It returns None for anything it does not
  * decode exactly as the numpy decoder does (a wire type it does not expect for a known field, a
@@ -201,19 +202,9 @@ typedef struct {
     uint64_t raw;
 } Attr;
 
-/* A KeyValue in canonical form (key, then a value of one string / bool / int / double); 0 for
- * anything else (the numpy decoder then takes the batch and sends that attribute to upb). */
-static int parse_attr(const uint8_t *s, const uint8_t *end, Attr *a) {
-    if (end - s < 4 || s[0] != 0x0A) return 0;
-    const uint8_t *p = s + 1;
-    uint64_t klen, vlen;
-    if (!read_varint(&p, end, 5, &klen) || klen >= ((uint64_t)1 << 31) || klen >= (uint64_t)(end - p)) return 0;
-    a->key = p;
-    a->klen = (size_t)klen;
-    p += klen;
-    if (*p != 0x12) return 0;
-    p++;
-    if (!read_varint(&p, end, 5, &vlen) || vlen != (uint64_t)(end - p)) return 0;
+/* An AnyValue holding nothing or one string / bool / int / double, filling [p, end) exactly;
+ * 0 for anything else (bytes, arrays, kvlists, string indexes, stray fields). */
+static int parse_value(const uint8_t *p, const uint8_t *end, Attr *a) {
     if (p == end) {
         a->kind = 0;
         return 1;
@@ -247,11 +238,35 @@ static int parse_attr(const uint8_t *s, const uint8_t *end, Attr *a) {
     return 0;
 }
 
+/* A KeyValue in canonical form (key, then a value as parse_value takes); 0 for anything else
+ * (the numpy decoder then takes the batch and sends that attribute to upb). */
+static int parse_attr(const uint8_t *s, const uint8_t *end, Attr *a) {
+    if (end - s < 4 || s[0] != 0x0A) return 0;
+    const uint8_t *p = s + 1;
+    uint64_t klen, vlen;
+    if (!read_varint(&p, end, 5, &klen) || klen >= ((uint64_t)1 << 31) || klen >= (uint64_t)(end - p)) return 0;
+    a->key = p;
+    a->klen = (size_t)klen;
+    p += klen;
+    if (*p != 0x12) return 0;
+    p++;
+    if (!read_varint(&p, end, 5, &vlen) || vlen != (uint64_t)(end - p)) return 0;
+    return parse_value(p, end, a);
+}
+
 #define MAX_WANTED 8
 
+#define N_TEXT 5
+#define N_NUM 4
+
 typedef struct {
-    StrCol trace_id, span_id, parent, name, smsg, keys, vals;
-    Buf attr_offs, kind, start, end, scode;
+    /* spans: trace_id, span_id, parent_span_id, name, status message;
+     * logs: trace_id, span_id, severity text, body, event name */
+    StrCol text[N_TEXT];
+    StrCol keys, vals;
+    Buf attr_offs;
+    /* spans: kind, start, end, status code; logs: time, observed time, severity, flags */
+    Buf num[N_NUM];
     Attr *attrs;
     size_t attrs_cap;
     PyThreadState *released; /* while decoding without the GIL */
@@ -264,23 +279,51 @@ typedef struct {
 } Out;
 
 static void out_free(Out *o) {
-    strcol_free(&o->trace_id);
-    strcol_free(&o->span_id);
-    strcol_free(&o->parent);
-    strcol_free(&o->name);
-    strcol_free(&o->smsg);
+    for (int i = 0; i < N_TEXT; i++) strcol_free(&o->text[i]);
     strcol_free(&o->keys);
     strcol_free(&o->vals);
     free(o->attr_offs.p);
-    free(o->kind.p);
-    free(o->start.p);
-    free(o->end.p);
-    free(o->scode.p);
+    for (int i = 0; i < N_NUM; i++) free(o->num[i].p);
     free(o->attrs);
     for (int i = 0; i < MAX_WANTED; i++) free(o->found[i].p);
 }
 
 static int64_t as_enum(uint64_t raw) { return (int64_t)(int32_t)(uint32_t)(raw & 0xFFFFFFFFu); }
+
+/* The text of a parsed value appended to ``col`` (strings as they are, bools true/false, ints in
+ * decimal, doubles as Python's repr(), no value a null); 0 ok, 1 over 2 GiB, -1 out of memory. */
+static int emit_value(Out *o, StrCol *col, const Attr *a) {
+    char text[64];
+    switch (a->kind) {
+    case 1:
+        return strcol_add(col, a->val, a->vlen, 1);
+    case 2:
+        return strcol_add(col, (const uint8_t *)(a->raw ? "true" : "false"), a->raw ? 4 : 5, 1);
+    case 3: {
+        int len = snprintf(text, sizeof text, "%lld", (long long)(int64_t)a->raw);
+        return strcol_add(col, (const uint8_t *)text, (size_t)len, 1);
+    }
+    case 4: {
+        double d;
+        int r;
+        memcpy(&d, &a->raw, 8);
+        /* Python's repr(), which needs the interpreter: take the GIL for it (doubles are rare) */
+        PyEval_RestoreThread(o->released);
+        char *s = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (s) {
+            r = strcol_add(col, (const uint8_t *)s, strlen(s), 1);
+            PyMem_Free(s);
+        } else {
+            PyErr_Clear();
+            r = -1;
+        }
+        o->released = PyEval_SaveThread();
+        return r;
+    }
+    default:
+        return strcol_add(col, NULL, 0, 0);
+    }
+}
 
 /* The attributes of one span, duplicates dropped (the last occurrence wins); 1 ok, 0 fall back,
  * -1 out of memory. */
@@ -305,49 +348,28 @@ static int emit_attrs(Out *o, size_t n_attrs, int32_t base, int32_t *count) {
                 found[w] = base + kept;
         int r = strcol_add(&o->keys, at[i].key, at[i].klen, 1);
         if (r) return r > 0 ? 0 : -1;
-        char text[64];
-        const uint8_t *v = (const uint8_t *)text;
-        size_t vlen = 0;
-        switch (at[i].kind) {
-        case 0:
-            break;
-        case 1:
-            v = at[i].val;
-            vlen = at[i].vlen;
-            break;
-        case 2:
-            v = (const uint8_t *)(at[i].raw ? "true" : "false");
-            vlen = at[i].raw ? 4 : 5;
-            break;
-        case 3:
-            vlen = (size_t)snprintf(text, sizeof text, "%lld", (long long)(int64_t)at[i].raw);
-            break;
-        case 4: {
-            double d;
-            memcpy(&d, &at[i].raw, 8);
-            /* Python's repr(), which needs the interpreter: take the GIL for it (doubles are rare) */
-            PyEval_RestoreThread(o->released);
-            char *s = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-            if (s) {
-                r = strcol_add(&o->vals, (const uint8_t *)s, strlen(s), 1);
-                PyMem_Free(s);
-            } else {
-                PyErr_Clear();
-                r = -1;
-            }
-            o->released = PyEval_SaveThread();
-            if (r) return r > 0 ? 0 : -1;
-            kept++;
-            continue;
-        }
-        }
-        r = strcol_add(&o->vals, v, vlen, at[i].kind != 0);
+        r = emit_value(o, &o->vals, &at[i]);
         if (r) return r > 0 ? 0 : -1;
         kept++;
     }
     for (int w = 0; w < o->n_wanted; w++)
         if (put_i32(&o->found[w], found[w])) return -1;
     *count = kept;
+    return 1;
+}
+
+/* One more attribute of the current record (a KeyValue field); 1 ok, 0 fall back, -1 out of memory. */
+static int add_attr(Out *o, const Field *f, size_t *n_attrs) {
+    if (*n_attrs == o->attrs_cap) {
+        size_t cap = o->attrs_cap ? 2 * o->attrs_cap : 64;
+        if (cap > 256) return 0; /* duplicate checks are quadratic: the numpy decoder takes these */
+        Attr *a = realloc(o->attrs, cap * sizeof(Attr));
+        if (!a) return -1;
+        o->attrs = a;
+        o->attrs_cap = cap;
+    }
+    if (!parse_attr(f->start, f->start + f->value, &o->attrs[*n_attrs])) return 0;
+    (*n_attrs)++;
     return 1;
 }
 
@@ -377,20 +399,10 @@ static int decode_span(Out *o, const uint8_t *s, const uint8_t *end, int32_t *at
             if (f.wire != 1) return 0;
             if (f.field == 7) start = f.value; else stop = f.value;
             break;
-        case 9: {
+        case 9:
             if (f.wire != 2) return 0;
-            if (n_attrs == o->attrs_cap) {
-                size_t cap = o->attrs_cap ? 2 * o->attrs_cap : 64;
-                if (cap > 256) return 0; /* duplicate checks are quadratic: the numpy decoder takes these */
-                Attr *a = realloc(o->attrs, cap * sizeof(Attr));
-                if (!a) return -1;
-                o->attrs = a;
-                o->attrs_cap = cap;
-            }
-            if (!parse_attr(f.start, f.start + f.value, &o->attrs[n_attrs])) return 0;
-            n_attrs++;
+            if ((r = add_attr(o, &f, &n_attrs)) != 1) return r;
             break;
-        }
         case 15:
             if (f.wire != 2) return 0;
             status = f.start;
@@ -422,15 +434,85 @@ static int decode_span(Out *o, const uint8_t *s, const uint8_t *end, int32_t *at
     if ((str[5] && !utf8_ok(str[5], len[5])) || (str[3] && !utf8_ok(str[3], len[3])) ||
         (msg && !utf8_ok(msg, msg_len)))
         return 0;
-    if ((r = strcol_add_hex(&o->trace_id, str[1], len[1])) || (r = strcol_add_hex(&o->span_id, str[2], len[2])) ||
-        (r = strcol_add_hex(&o->parent, str[4], len[4])) || (r = strcol_add(&o->name, str[5], len[5], 1)) ||
-        (r = strcol_add(&o->smsg, msg, msg_len, msg_len > 0)))
+    if ((r = strcol_add_hex(&o->text[0], str[1], len[1])) || (r = strcol_add_hex(&o->text[1], str[2], len[2])) ||
+        (r = strcol_add_hex(&o->text[2], str[4], len[4])) || (r = strcol_add(&o->text[3], str[5], len[5], 1)) ||
+        (r = strcol_add(&o->text[4], msg, msg_len, msg_len > 0)))
         return r > 0 ? 0 : -1;
     int64_t k = as_enum(kind), c = as_enum(code);
     if (k > 5) k = -1;
     if (c > 2) c = -1;
-    if (buf_put(&o->kind, &k, 8) || buf_put(&o->start, &start, 8) || buf_put(&o->end, &stop, 8) ||
-        buf_put(&o->scode, &c, 8))
+    if (buf_put(&o->num[0], &k, 8) || buf_put(&o->num[1], &start, 8) || buf_put(&o->num[2], &stop, 8) ||
+        buf_put(&o->num[3], &c, 8))
+        return -1;
+    int32_t kept;
+    r = emit_attrs(o, n_attrs, *attr_total, &kept);
+    if (r != 1) return r;
+    *attr_total += kept;
+    return put_i32(&o->attr_offs, *attr_total) ? -1 : 1;
+}
+
+/* One log record (what the upb path of tenantry.otlp.logs reads from it); 1 ok, 0 fall back,
+ * -1 out of memory. A body that is not one scalar, or that appears twice (upb would merge the
+ * two), falls back. */
+static int decode_log(Out *o, const uint8_t *s, const uint8_t *end, int32_t *attr_total) {
+    const uint8_t *p = s;
+    Field f;
+    int r;
+    const uint8_t *str[13] = {0};
+    size_t len[13] = {0};
+    uint64_t time = 0, observed = 0, severity = 0, flags = 0; /* flags: always 0 */
+    const uint8_t *body = NULL;
+    size_t body_len = 0;
+    int bodies = 0;
+    size_t n_attrs = 0;
+    while ((r = next_field(&p, end, &f)) == 1) {
+        switch (f.field) {
+        case 1: case 11:
+            if (f.wire != 1) return 0;
+            if (f.field == 1) time = f.value; else observed = f.value;
+            break;
+        case 2:
+            if (f.wire != 0) return 0;
+            severity = f.value;
+            break;
+        case 3: case 9: case 10: case 12:
+            if (f.wire != 2) return 0;
+            str[f.field] = f.start;
+            len[f.field] = (size_t)f.value;
+            break;
+        case 5:
+            if (f.wire != 2) return 0;
+            body = f.start;
+            body_len = (size_t)f.value;
+            bodies++;
+            break;
+        case 6:
+            if (f.wire != 2) return 0;
+            if ((r = add_attr(o, &f, &n_attrs)) != 1) return r;
+            break;
+        case 7:
+            if (f.wire != 0) return 0;
+            break;
+        case 8:
+            if (f.wire != 5) return 0; /* flags: not in the logs table */
+            break;
+        default:
+            break;
+        }
+    }
+    if (r < 0 || bodies > 1) return 0;
+    Attr b = {0};
+    if (body && !parse_value(body, body + body_len, &b)) return 0;
+    if ((str[3] && !utf8_ok(str[3], len[3])) || (str[12] && !utf8_ok(str[12], len[12])) ||
+        (b.kind == 1 && !utf8_ok(b.val, b.vlen)))
+        return 0;
+    if ((r = strcol_add_hex(&o->text[0], str[9], len[9])) || (r = strcol_add_hex(&o->text[1], str[10], len[10])) ||
+        (r = strcol_add(&o->text[2], str[3], len[3], len[3] > 0)) || (r = emit_value(o, &o->text[3], &b)) ||
+        (r = strcol_add(&o->text[4], str[12], len[12], len[12] > 0)))
+        return r > 0 ? 0 : -1;
+    int64_t sev = as_enum(severity);
+    if (buf_put(&o->num[0], &time, 8) || buf_put(&o->num[1], &observed, 8) || buf_put(&o->num[2], &sev, 8) ||
+        buf_put(&o->num[3], &flags, 8))
         return -1;
     int32_t kept;
     r = emit_attrs(o, n_attrs, *attr_total, &kept);
@@ -450,22 +532,23 @@ PyDoc_STRVAR(decode_doc,
 "(int32) of the span's attribute with that key and a non-empty value, or -1.\n"
 "None: use the numpy decoder.");
 
-static PyObject *decode(PyObject *self, PyObject *args) {
-    (void)self;
+typedef int (*RecordFn)(Out *, const uint8_t *, const uint8_t *, int32_t *);
+
+static PyObject *run(PyObject *args, RecordFn one) {
     PyObject *arg, *wanted = NULL;
     if (!PyArg_ParseTuple(args, "O|O!", &arg, &PyTuple_Type, &wanted)) return NULL;
     if (wanted && PyTuple_GET_SIZE(wanted) > MAX_WANTED) {
-        PyErr_Format(PyExc_ValueError, "decode() looks up at most %d keys", MAX_WANTED);
+        PyErr_Format(PyExc_ValueError, "looks up at most %d keys", MAX_WANTED);
         return NULL;
     }
     if (wanted)
         for (Py_ssize_t w = 0; w < PyTuple_GET_SIZE(wanted); w++)
             if (!PyBytes_Check(PyTuple_GET_ITEM(wanted, w))) {
-                PyErr_SetString(PyExc_TypeError, "decode(): the keys to look up must be bytes");
+                PyErr_SetString(PyExc_TypeError, "the keys to look up must be bytes");
                 return NULL;
             }
     if (!PyList_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "decode() takes a list of bytes");
+        PyErr_SetString(PyExc_TypeError, "expected a list of bytes");
         return NULL;
     }
     /* a tuple of the items: the caller's list may change while the GIL is released, the tuple
@@ -476,7 +559,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++)
         if (!PyBytes_Check(PyTuple_GET_ITEM(items, i))) {
             Py_DECREF(items);
-            PyErr_SetString(PyExc_TypeError, "decode() takes a list of bytes");
+            PyErr_SetString(PyExc_TypeError, "expected a list of bytes");
             return NULL;
         }
     Out o;
@@ -486,7 +569,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         o.wanted[w] = PyBytes_AS_STRING(PyTuple_GET_ITEM(wanted, w));
         o.wanted_len[w] = (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(wanted, w));
     }
-    StrCol *cols[] = {&o.trace_id, &o.span_id, &o.parent, &o.name, &o.smsg, &o.keys, &o.vals};
+    StrCol *cols[] = {&o.text[0], &o.text[1], &o.text[2], &o.text[3], &o.text[4], &o.keys, &o.vals};
     int32_t attr_total = 0;
     int r = 1;
     for (int i = 0; i < 7; i++)
@@ -499,16 +582,15 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     const size_t most = (size_t)64 << 20;
     size_t ids = 32 * (size_t)n < most ? 32 * (size_t)n : most;
     if (total > most) total = most;
-    if (r == 1 && (buf_grow(&o.name.data, total) || buf_grow(&o.keys.data, total) || buf_grow(&o.vals.data, total) ||
-                   buf_grow(&o.trace_id.data, ids) || buf_grow(&o.span_id.data, ids / 2) ||
-                   buf_grow(&o.parent.data, ids / 2)))
+    if (r == 1 && (buf_grow(&o.text[3].data, total) || buf_grow(&o.keys.data, total) || buf_grow(&o.vals.data, total) ||
+                   buf_grow(&o.text[0].data, ids) || buf_grow(&o.text[1].data, ids / 2)))
         r = -1;
     /* the pass itself runs without the GIL: other threads (lake writes, the next batch) go on */
     o.released = PyEval_SaveThread();
     for (Py_ssize_t i = 0; i < n && r == 1; i++) {
         PyObject *item = PyTuple_GET_ITEM(items, i);
         const uint8_t *s = (const uint8_t *)PyBytes_AS_STRING(item);
-        r = decode_span(&o, s, s + PyBytes_GET_SIZE(item), &attr_total);
+        r = one(&o, s, s + PyBytes_GET_SIZE(item), &attr_total);
     }
     PyEval_RestoreThread(o.released);
     Py_DECREF(items);
@@ -532,10 +614,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         PyTuple_SET_ITEM(res, k++, bytes_of(&cols[i]->valid));
     }
     PyTuple_SET_ITEM(res, k++, bytes_of(&o.attr_offs));
-    PyTuple_SET_ITEM(res, k++, bytes_of(&o.kind));
-    PyTuple_SET_ITEM(res, k++, bytes_of(&o.start));
-    PyTuple_SET_ITEM(res, k++, bytes_of(&o.end));
-    PyTuple_SET_ITEM(res, k++, bytes_of(&o.scode));
+    for (int i = 0; i < N_NUM; i++) PyTuple_SET_ITEM(res, k++, bytes_of(&o.num[i]));
     for (int w = 0; w < o.n_wanted; w++) PyTuple_SET_ITEM(res, k++, bytes_of(&o.found[w]));
     out_free(&o);
     for (int i = 0; i < k; i++)
@@ -546,14 +625,33 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     return res;
 }
 
+static PyObject *decode(PyObject *self, PyObject *args) {
+    (void)self;
+    return run(args, decode_span);
+}
+
+PyDoc_STRVAR(decode_logs_doc,
+"decode_logs(records: list[bytes], lookup: tuple[bytes, ...] = ()) -> tuple | None\n\n"
+"Like decode() for serialized LogRecord messages: (trace_id, span_id, severity_text, body,\n"
+"event_name, attr_keys, attr_values) each as (int32 offsets, data, uint8 validity), attribute\n"
+"offsets per record, time and observed time (uint64), severity number (int64), flags (always 0),\n"
+"then the lookups. None: use the upb decoder.");
+
+static PyObject *decode_logs(PyObject *self, PyObject *args) {
+    (void)self;
+    return run(args, decode_log);
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS, decode_doc},
+    {"decode_logs", decode_logs, METH_VARARGS, decode_logs_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fastspans",
-    "Serialized OTLP spans -> Arrow column buffers (the optional C accelerator of tenantry.otlp.spans).",
+    "Serialized OTLP spans and log records -> Arrow column buffers (the optional C accelerator of\n"
+    "tenantry.otlp.spans and tenantry.otlp.logs).",
     -1, methods,
 };
 

@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError, Message
 from tenantry import schemas
 from tenantry.otlp import columns as C
 from tenantry.otlp.jsonfmt import parse_json
-from tenantry.otlp.logs import decode_logs
+from tenantry.otlp.logs import decode_log_bytes, decode_logs
 from tenantry.otlp.messages import LITE_CLASSES, REQUEST_CLASSES, OtlpDecodeError, normalize_signal
 from tenantry.otlp.metrics import decode_metrics
 from tenantry.otlp.spans import decode_span_bytes, decode_spans
@@ -128,6 +128,16 @@ def decode_request(signal: str, body_or_message, ingest_batch: str,
         if fast is not None:
             out = empty_tables()
             out["spans"], out["quarantine"] = fast
+            return out
+    if signal == "logs" and is_bytes and _content_type(content_type) == "protobuf":
+        try:
+            fast_logs = decode_log_bytes(bytes(body_or_message), ingest_batch)
+        except Exception:  # noqa: BLE001 - the upb path below decodes (or quarantines) it instead
+            logger.exception("C log decoder failed; falling back to upb")
+            fast_logs = None
+        if fast_logs is not None:
+            out = empty_tables()
+            out["logs"], out["usage_events"], out["quarantine"] = fast_logs
             return out
     try:
         req = _lite(signal, body_or_message, content_type)

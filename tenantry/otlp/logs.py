@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from google.protobuf.message import DecodeError
 
 from tenantry import schemas
 from tenantry.otlp import columns as C
@@ -27,8 +28,8 @@ def _body_text(record, i: int, bad: dict) -> str | None:
         return None
 
 
-def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """(logs, usage_events, quarantine) for one request."""
+def _groups(req):
+    """(resource attribute lists, scope names, resource index per scope, records per scope, records)."""
     res_lists, scope_names, scope_res, scope_sizes, records = [], [], [], [], []
     for ri, rl in enumerate(req.resource_logs):
         res_lists.append(rl.resource.attributes)
@@ -38,26 +39,69 @@ def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
             scope_res.append(ri)
             scope_sizes.append(len(group))
             records.extend(group)
+    return res_lists, scope_names, scope_res, scope_sizes, records
+
+
+def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(logs, usage_events, quarantine) for one lite request (the upb path)."""
+    res_lists, scope_names, scope_res, scope_sizes, records = _groups(req)
     n = len(records)
     if n == 0:
         return C.empty("logs"), C.empty("usage_events"), C.empty("quarantine")
+    attrs = decode_attribute_lists([r.attributes for r in records])
+    bad = dict(attrs.bad)
+    cols = {
+        "time": np.array([r.time_unix_nano for r in records], np.uint64),
+        "observed": np.array([r.observed_time_unix_nano for r in records], np.uint64),
+        "severity": np.array([r.severity_number for r in records], np.int64),
+        "severity_text": pa.array([r.severity_text or None for r in records], pa.string()),
+        "body": pa.array([_body_text(r, i, bad) for i, r in enumerate(records)], pa.string()),
+        "event_name": pa.array([r.event_name or None for r in records], pa.string()),
+        "trace_id": C.hex_ids([r.trace_id for r in records]),
+        "span_id": C.hex_ids([r.span_id for r in records]),
+    }
+    return _assemble(n, res_lists, scope_names, scope_res, scope_sizes, attrs, cols, bad, ingest_batch)
 
+
+def decode_log_bytes(body: bytes, ingest_batch: str):
+    """(logs, usage_events, quarantine) decoded by the C accelerator, or None when it is not built
+    or defers (the caller then uses :func:`decode_logs`, which gives the same tables)."""
+    from tenantry.otlp.messages import LOG_BYTES_REQUEST
+    from tenantry.otlp.spans import _c_columns, _fastspans
+
+    if _fastspans is None:
+        return None
+    try:
+        req = LOG_BYTES_REQUEST.FromString(body)
+    except (DecodeError, RecursionError):
+        return None
+    res_lists, scope_names, scope_res, scope_sizes, records = _groups(req)
+    n = len(records)
+    if n == 0:
+        return None
+    got = _c_columns(_fastspans.decode_logs, records)
+    if got is None:
+        return None
+    attrs, text, num = got
+    cols = {"trace_id": text[0], "span_id": text[1], "severity_text": text[2], "body": text[3],
+            "event_name": text[4], "time": num[0].view(np.uint64), "observed": num[1].view(np.uint64),
+            "severity": num[2]}
+    return _assemble(n, res_lists, scope_names, scope_res, scope_sizes, attrs, cols, {}, ingest_batch)
+
+
+def _assemble(n, res_lists, scope_names, scope_res, scope_sizes, attrs, cols, bad, ingest_batch):
+    """The logs / usage / quarantine tables from the record columns (both decoders)."""
     res = C.Resources(res_lists)
     scope_idx = C.group_index(scope_sizes)
     res_idx = pa.array(scope_res, pa.int64()).take(scope_idx)
-    attrs = decode_attribute_lists([r.attributes for r in records])
-    bad = dict(attrs.bad)
-    raw_time = [r.time_unix_nano for r in records]
-    raw_observed = [r.observed_time_unix_nano for r in records]
+    raw_time, raw_observed = cols["time"], cols["observed"]
     time, time_big = C.timestamps(raw_time)
     observed, observed_big = C.timestamps(raw_observed)
     C.note_bad(bad, time_big, "time_unix_nano is beyond the int64 nanosecond range (year 2262)")
     C.note_bad(bad, observed_big, "observed_time_unix_nano is beyond the int64 nanosecond range (year 2262)")
-    t_ns = np.where(time_big, 0, np.array(raw_time, np.uint64).view(np.int64))
-    o_ns = np.where(observed_big, 0, np.array(raw_observed, np.uint64).view(np.int64))
+    t_ns = np.where(time_big, 0, np.asarray(raw_time, np.uint64).view(np.int64))
+    o_ns = np.where(observed_big, 0, np.asarray(raw_observed, np.uint64).view(np.int64))
     event_time = np.where(t_ns != 0, t_ns, o_ns)
-    event_names = [r.event_name or None for r in records]
-    severity = np.array([r.severity_number for r in records], np.int64)
 
     who = C.attribution(attrs, res, res_idx)
     table = pa.Table.from_arrays(
@@ -69,12 +113,12 @@ def decode_logs(req, ingest_batch: str) -> tuple[pa.Table, pa.Table, pa.Table]:
             # OTLP: a record without time_unix_nano happened when it was observed
             pa.array(event_time, pa.int64()).cast(time.type) if (t_ns == 0).any() else time,
             observed,
-            pa.array(severity.astype(np.int32)),
-            pa.array([r.severity_text or None for r in records], pa.string()),
-            pa.array([_body_text(r, i, bad) for i, r in enumerate(records)], pa.string()),
-            pa.array(event_names, pa.string()),
-            C.hex_ids([r.trace_id for r in records]),
-            C.hex_ids([r.span_id for r in records]),
+            pa.array(cols["severity"].astype(np.int32)),
+            cols["severity_text"],
+            cols["body"],
+            cols["event_name"],
+            cols["trace_id"],
+            cols["span_id"],
             attrs.attributes,
             res.attrs.attributes.take(res_idx),
             pa.array(scope_names, pa.string()).take(scope_idx),

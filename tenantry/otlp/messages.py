@@ -99,6 +99,9 @@ LITE_CLASSES = _build_lite_classes()
 #: traces request whose spans are left as raw bytes, for the numpy span decoder (tenantry.otlp.wire)
 SPAN_BYTES_REQUEST = _build_lite_classes(
     {"opentelemetry/proto/trace/v1/trace.proto": {"ScopeSpans": ("spans",)}})["traces"]
+#: logs request whose log records are left as raw bytes, for the C decoder (tenantry/otlp/_fastspans.c)
+LOG_BYTES_REQUEST = _build_lite_classes(
+    {"opentelemetry/proto/logs/v1/logs.proto": {"ScopeLogs": ("log_records",)}})["logs"]
 
 KeyValue = common_pb2.KeyValue
 AnyValue = common_pb2.AnyValue

@@ -169,11 +169,25 @@ _LOOKUP_BYTES = tuple(k.encode() for k in _LOOKUP)
 def _decode_c(flat: list):
     """(attribute columns, span columns) of serialized spans from the C decoder, or None when
     it defers (to the numpy decoder)."""
-    out = _fastspans.decode(flat, _LOOKUP_BYTES)
+    got = _c_columns(_fastspans.decode, flat)
+    if got is None:
+        return None
+    attrs, text, num = got
+    return attrs, {
+        "trace_id": text[0], "span_id": text[1], "parent_span_id": text[2], "name": text[3],
+        "status_message": text[4],
+        "kind": num[0], "start": num[1].view(np.uint64), "end": num[2].view(np.uint64), "status_code": num[3],
+    }
+
+
+def _c_columns(decode, flat: list):
+    """(attribute columns, five text columns, four int64 columns) of serialized records from one
+    of the C decoders, or None when it defers."""
+    out = decode(flat, _LOOKUP_BYTES)
     if out is None:
         return None
     n = len(flat)
-    cols = [_c_strings(*out[i:i + 3], n) for i in range(0, 15, 3)]
+    text = [_c_strings(*out[i:i + 3], n) for i in range(0, 15, 3)]
     n_attrs = len(out[17])  # a validity byte per attribute
     keys = _c_strings(*out[15:18], n_attrs)
     values = _c_strings(*out[18:21], n_attrs)
@@ -186,12 +200,7 @@ def _decode_c(flat: list):
         at = np.frombuffer(buf, np.int32)
         found[key] = values.take(pa.array(at, mask=at < 0)) if n_attrs else pa.nulls(n, pa.string())
     attrs = AttrColumns(maps, keys, values, record, {}, found=found)
-    return attrs, {
-        "trace_id": cols[0], "span_id": cols[1], "parent_span_id": cols[2], "name": cols[3],
-        "status_message": cols[4],
-        "kind": np.frombuffer(out[22], np.int64), "start": np.frombuffer(out[23], np.uint64),
-        "end": np.frombuffer(out[24], np.uint64), "status_code": np.frombuffer(out[25], np.int64),
-    }
+    return attrs, text, [np.frombuffer(out[i], np.int64) for i in range(22, 26)]
 
 
 # -- the numpy fast path -------------------------------------------------------------------------

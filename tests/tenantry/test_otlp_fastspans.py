@@ -202,3 +202,80 @@ def test_generated_spans_decode_like_upb(specs):
     assert got["spans"].equals(want[0]) and got["quarantine"].equals(want[1])
     if all(k for s in specs for k in s["attrs"]):  # an empty key is not canonical: C defers on it
         assert fast.decode(span_bytes(trace_request(specs))) is not None
+
+
+# -- log records (decode_logs: the C twin of tenantry.otlp.logs' upb path) ------------------------
+
+from test_otlp_builders import log_request, usage_record  # noqa: E402
+
+from tenantry.otlp import logs as logs_mod  # noqa: E402
+from tenantry.otlp.messages import LOG_BYTES_REQUEST  # noqa: E402
+
+
+def log_bytes(body: bytes) -> list[bytes]:
+    lite = LOG_BYTES_REQUEST.FromString(body)
+    return [r for rl in lite.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+
+
+def same_logs(body: bytes, expect_c: bool = True):
+    if expect_c:
+        assert fast.decode_logs(log_bytes(body)) is not None
+    got = logs_mod.decode_log_bytes(body, "b")
+    want = logs_mod.decode_logs(LITE_CLASSES["logs"].FromString(body), "b")
+    if expect_c:
+        assert got is not None
+    if got is not None:
+        for g, w in zip(got, want):
+            assert g.equals(w), (g.to_pydict(), w.to_pydict())
+    return want
+
+
+def test_log_records_decode_like_upb():
+    bodies = [None, "", "text é", True, False, 42, -(2**63), 0.1, math.inf, math.nan]
+    records = [{
+        "time": [T0 + i, 0, 2**64 - 1][i % 3 if i % 7 == 0 else 0], "observed": T0 + 5 + i,
+        "severity": [0, 9, 17, 24, 99, -5][i % 6], "severity_text": ["", "INFO", "WARN ∂"][i % 3],
+        **({"body": bodies[i % len(bodies)]} if i % 11 else {}),
+        "event_name": ["", "app.event", "tenantry.usage"][i % 3] if i % 4 else "",
+        "trace_id": bytes([i % 256]) * 16 if i % 2 else b"", "span_id": bytes([i % 256]) * 8 if i % 3 else b"",
+        "attrs": {**({"tenant.id": [f"t{i % 3}", "", 5][i % 3]} if i % 5 else {}), "n": i, "d": i / 7,
+                  "event.name": "tenantry.usage" if i % 9 == 0 else "other",
+                  **usage_record(event_id=f"e{i}", quantity=str(i % 4), tenant=f"t{i % 3}")["attrs"]},
+    } for i in range(120)]
+    want = same_logs(log_request(records, resource={"tenant.id": "res", "tenant.tier": "pro"}).SerializeToString())
+    assert want[0].num_rows > 0 and want[1].num_rows > 0 and want[2].num_rows > 0  # logs, usage, quarantine
+
+
+def test_log_decoder_defers_on_what_it_does_not_decode_exactly():
+    for body in ([1, 2], {"k": "v"}, b"\x00\xff"):
+        req = log_request([{"body": body, "attrs": {"tenant.id": "t"}}] * 3)
+        assert fast.decode_logs(log_bytes(req.SerializeToString())) is None
+        same_logs(req.SerializeToString(), expect_c=False)
+    req = log_request([{"body": "a", "attrs": {"tenant.id": "t"}}] * 3)
+    raw = log_bytes(req.SerializeToString())[0]
+    lite = LOG_BYTES_REQUEST.FromString(req.SerializeToString())
+    records = lite.resource_logs[0].scope_logs[0].log_records
+    for mutated in (raw + b"\x2a\x00",  # a second (empty) body: upb merges, C defers
+                    raw + b"\x1a\x01\xff",  # severity_text not UTF-8
+                    raw + b"\x11" + bytes(8)):  # severity (2) as fixed64
+        records[0] = mutated
+        body = lite.SerializeToString()
+        assert fast.decode_logs(log_bytes(body)) is None
+        got = decode_request("logs", body, "b")
+        try:
+            want = logs_mod.decode_logs(LITE_CLASSES["logs"].FromString(body), "b")
+        except Exception:  # noqa: BLE001 - upb refuses it: the request is quarantined whole
+            assert got["quarantine"].column("table").to_pylist() == ["request"]
+            continue
+        assert got["logs"].equals(want[0]) and got["usage_events"].equals(want[1])
+
+
+def test_decode_request_uses_the_c_log_decoder_and_falls_back(monkeypatch):
+    body = log_request([usage_record(event_id=f"e{i}") for i in range(5)]).SerializeToString()
+    calls = []
+    real = logs_mod.decode_logs
+    monkeypatch.setattr("tenantry.otlp.decode.decode_logs", lambda *a: calls.append(1) or real(*a))
+    out = decode_request("logs", body, "b")
+    assert out["usage_events"].num_rows == 5 and not calls  # the C path answered
+    monkeypatch.setattr(spans_mod, "_fastspans", None)
+    assert decode_request("logs", body, "b")["usage_events"].equals(out["usage_events"]) and calls
