@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tenantry import schemas
 from tenantry.otlp import columns as C
@@ -50,72 +51,111 @@ def _clip(text, limit: int = 80):
     return text if text is None or len(text) <= limit else text[:limit] + "..."
 
 
+#: quantities in this plain form (no sign, exponent or spaces; at most 29 integer digits and 9
+#: decimals) convert exactly with Arrow's decimal cast; everything else goes through parse_quantity
+_PLAIN_QUANTITY = r"^[0-9]{1,29}(\.[0-9]{1,9})?$"
+
+
 def extract_usage(logs: pa.Table, attrs, rows: np.ndarray, times: np.ndarray) -> tuple[pa.Table, pa.Table]:
     """(usage_events, quarantine) for the log ``rows`` that are usage events.
 
     ``logs`` is the decoded logs table, ``attrs`` its AttrColumns, ``times`` the event time in ns
-    per log row (record time, or observed time when 0).
+    per log row (record time, or observed time when 0). Vectorized: only quantities outside the
+    plain decimal form and the rejected rows' details take Python per row.
     """
     if len(rows) == 0:
         return C.empty("usage_events"), C.empty("quarantine")
-    offsets = attrs.attributes.offsets.to_numpy()
-    keys = attrs.keys.to_pylist()
-    values = attrs.values.to_pylist()
-    sub = logs.take(pa.array(rows, pa.int64()))
-    good, out, bad_rows, bad_reason, bad_detail = [], [], [], [], []
-    for j, i in enumerate(rows.tolist()):
-        lo, hi = int(offsets[i]), int(offsets[i + 1])
-        a = dict(zip(keys[lo:hi], values[lo:hi]))
-        missing = [k for k in (schemas.USAGE_EVENT_ID_KEY, schemas.USAGE_METER_KEY, schemas.USAGE_QUANTITY_KEY)
-                   if not a.get(k)]
-        if times[i] == 0:
-            missing.append("time (time_unix_nano and observed_time_unix_nano are both 0)")
-        if missing:
-            bad_rows.append(j)
-            bad_reason.append(schemas.Reason.MISSING_FIELD)
-            bad_detail.append(f"usage event without {', '.join(missing)}")
-            continue
-        try:
-            quantity = parse_quantity(a[schemas.USAGE_QUANTITY_KEY])
-        except QuantityError as e:
-            bad_rows.append(j)
-            bad_reason.append(schemas.Reason.INVALID_QUANTITY)
-            bad_detail.append(f"usage event {_clip(a[schemas.USAGE_EVENT_ID_KEY])!r}: {e}")
-            continue
-        good.append(j)
-        dims = [(k[len(schemas.USAGE_DIMENSION_PREFIX):], v) for k, v in a.items()
-                if k.startswith(schemas.USAGE_DIMENSION_PREFIX)]
-        out.append((a[schemas.USAGE_EVENT_ID_KEY], a[schemas.USAGE_METER_KEY], quantity,
-                    a.get(schemas.USAGE_UNIT_KEY), int(times[i]), dims))
-    events = _events_table(sub.take(pa.array(good, pa.int64())), out)
+    take = pa.array(rows, pa.int64())
+    sub = logs.take(take)
+    field = {k: attrs.lookup(k, empty_is_null=True).take(take)
+             for k in (schemas.USAGE_EVENT_ID_KEY, schemas.USAGE_METER_KEY, schemas.USAGE_QUANTITY_KEY)}
+    unit = attrs.lookup(schemas.USAGE_UNIT_KEY).take(take)
+    no_time = times[rows] == 0
+    absent = {k: ~np.asarray(v.is_valid().to_numpy(zero_copy_only=False), bool) for k, v in field.items()}
+    missing = no_time.copy()
+    for m in absent.values():
+        missing |= m
+
+    # quantities: the plain form is cast in one go; the rest (and only it) is parsed per row
+    qtext = field[schemas.USAGE_QUANTITY_KEY]
+    plain = np.asarray(pc.fill_null(pc.match_substring_regex(qtext, _PLAIN_QUANTITY), False)
+                       .to_numpy(zero_copy_only=False), bool) & ~missing
+    quantity = pc.if_else(pa.array(plain), qtext, pa.scalar(None, pa.string())).cast(schemas.QUANTITY)
+    bad_quantity: dict[int, str] = {}
+    other = np.flatnonzero(~plain & ~missing)
+    if len(other):
+        texts, exact = qtext.to_pylist(), quantity.to_pylist()
+        event_ids = field[schemas.USAGE_EVENT_ID_KEY]
+        for j in other.tolist():
+            try:
+                exact[j] = parse_quantity(texts[j])
+            except QuantityError as e:
+                bad_quantity[j] = f"usage event {_clip(event_ids[j].as_py())!r}: {e}"
+        quantity = pa.array(exact, schemas.QUANTITY)
+    invalid = np.zeros(len(rows), bool)
+    invalid[list(bad_quantity)] = True
+    good = np.flatnonzero(~missing & ~invalid)
+
+    events = _events_table(sub, good, field, unit, quantity, times[rows], attrs, rows)
     quarantine = [C.empty("quarantine")]
-    for reason in (schemas.Reason.MISSING_FIELD, schemas.Reason.INVALID_QUANTITY):
-        pick = [k for k, r in enumerate(bad_reason) if r == reason]
-        if pick:
-            rejected = sub.take(pa.array([bad_rows[k] for k in pick], pa.int64()))
-            quarantine.append(C.quarantine_rows("usage_events", rejected, reason, [bad_detail[k] for k in pick]))
+    miss = np.flatnonzero(missing)
+    if len(miss):
+        details = []
+        for j in miss.tolist():
+            gone = [k for k in field if absent[k][j]]
+            if no_time[j]:
+                gone.append("time (time_unix_nano and observed_time_unix_nano are both 0)")
+            details.append(f"usage event without {', '.join(gone)}")
+        quarantine.append(C.quarantine_rows("usage_events", sub.take(pa.array(miss)), schemas.Reason.MISSING_FIELD,
+                                            details))
+    if bad_quantity:
+        pick = sorted(bad_quantity)
+        quarantine.append(C.quarantine_rows("usage_events", sub.take(pa.array(pick, pa.int64())),
+                                            schemas.Reason.INVALID_QUANTITY, [bad_quantity[j] for j in pick]))
     return events, pa.concat_tables(quarantine)
 
 
-def _events_table(sub: pa.Table, out: list) -> pa.Table:
-    n = len(out)
+def _dimensions(attrs, rows: np.ndarray) -> pa.Array:
+    """Per usage row, its ``tenantry.usage.dim.*`` attributes as a map without the prefix (in
+    attribute order)."""
+    offsets = attrs.attributes.offsets.to_numpy()
+    lo, hi = offsets[rows], offsets[rows + 1]
+    counts = hi - lo
+    entry = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(int(counts.sum()))
+    keys = attrs.keys.take(pa.array(entry, pa.int64()))
+    values = attrs.values.take(pa.array(entry, pa.int64()))
+    is_dim = np.asarray(pc.fill_null(pc.starts_with(keys, schemas.USAGE_DIMENSION_PREFIX), False)
+                        .to_numpy(zero_copy_only=False), bool)
+    owner = np.repeat(np.arange(len(rows)), counts)[is_dim]
+    mask = pa.array(is_dim)
+    names = pc.utf8_slice_codeunits(keys.filter(mask), len(schemas.USAGE_DIMENSION_PREFIX))
+    out_offsets = np.zeros(len(rows) + 1, np.int32)
+    np.cumsum(np.bincount(owner, minlength=len(rows)), out=out_offsets[1:])
+    return pa.MapArray.from_arrays(pa.array(out_offsets), names, values.filter(mask), type=schemas.ATTRS)
+
+
+def _events_table(sub: pa.Table, good: np.ndarray, field: dict, unit, quantity: pa.Array, times: np.ndarray,
+                  attrs, rows: np.ndarray) -> pa.Table:
+    n = len(good)
     if n == 0:
         return C.empty("usage_events")
-    times = np.array([o[4] for o in out], np.int64)
+    pick = pa.array(good, pa.int64())
+    ns = np.ascontiguousarray(times[good], np.int64)
+    keep = sub.take(pick)
     return pa.Table.from_arrays(
         [
-            pa.array([o[0] for o in out], pa.string()),
-            sub.column("tenant_id"),
-            pa.array([o[1] for o in out], pa.string()),
-            pa.array([o[2] for o in out], schemas.QUANTITY),
-            pa.array([o[3] for o in out], pa.string()),
-            pa.Array.from_buffers(schemas.TS, n, [None, pa.py_buffer(times)]),
-            pa.array([o[5] for o in out], schemas.ATTRS),
+            field[schemas.USAGE_EVENT_ID_KEY].take(pick),
+            keep.column("tenant_id"),
+            field[schemas.USAGE_METER_KEY].take(pick),
+            quantity.take(pick),
+            unit.take(pick),
+            pa.Array.from_buffers(schemas.TS, n, [None, pa.py_buffer(ns)]),
+            _dimensions(attrs, rows[good]),
             C.constant("app", n),
-            sub.column("service_name"),
-            sub.column("trace_id"),
-            sub.column("span_id"),
-            sub.column("ingest_batch"),
+            keep.column("service_name"),
+            keep.column("trace_id"),
+            keep.column("span_id"),
+            keep.column("ingest_batch"),
         ],
         schema=schemas.USAGE_EVENTS,
     )

@@ -114,3 +114,34 @@ def test_parse_quantity_refuses_rounding():
     with pytest.raises(QuantityError, match="decimal places"):
         parse_quantity("1.1234567891")
     assert pa.array([parse_quantity(" 12.5 ")], schemas.QUANTITY)[0].as_py() == decimal.Decimal("12.5")
+
+
+QUANTITY_TEXTS = ["1", "0", "0.5", "007", "1.123456789", "1.1234567891", "99999999999999999999999999999",
+                  "100000000000000000000000000000", " 2 ", "+3", "-1", "-0", "1e3", "1.", ".5", "nan", "abc", "",
+                  "0.000000001", "12345678901234567890123456789.123456789", "١٢٣"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_mixed_batch_matches_parse_quantity_row_by_row(seed):
+    """The vectorized extraction (plain quantities cast in one go, the rest parsed per row) gives
+    each row what parse_quantity gives it, keeps dimensions in order and quarantines the rest."""
+    import random
+
+    rnd = random.Random(seed)
+    records, expect = [], {}
+    for i in range(200):
+        q = rnd.choice(QUANTITY_TEXTS)
+        dims = {f"d{k}": f"v{i}-{k}" for k in range(rnd.randrange(3))}
+        rec = usage_record(f"ev-{i}", "api.calls", q, dims=dims)
+        rec["attrs"]["other"] = "x"
+        records.append(rec)
+        try:
+            expect[f"ev-{i}"] = (parse_quantity(q), sorted(dims.items()))
+        except QuantityError:
+            expect[f"ev-{i}"] = None
+    out = decode_logs(records)
+    got = {e["event_id"]: (e["quantity"], sorted(e["dimensions"])) for e in events(out)}
+    assert got == {k: v for k, v in expect.items() if v is not None}
+    q = out["quarantine"]
+    assert q.num_rows == sum(v is None for v in expect.values())
+    assert set(q.column("reason").to_pylist()) <= {str(schemas.Reason.INVALID_QUANTITY), str(schemas.Reason.MISSING_FIELD)}
