@@ -22,8 +22,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tenantry demo --dir ./tenantry-demo
 
+# with a C compiler here the C decoder must have been built (a broken build fails the tests
+# instead of skipping them); without one the numpy decoder is tested alone
 test: $(STAMP)
-	TENANTRY_REQUIRE_ACCELERATOR=1 $(BIN)/python -m pytest -q
+	TENANTRY_REQUIRE_ACCELERATOR=$$(command -v cc >/dev/null 2>&1 && echo 1 || echo 0) $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/batch_throughput.py
