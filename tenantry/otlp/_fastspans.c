@@ -358,6 +358,18 @@ static int emit_attrs(Out *o, size_t n_attrs, int32_t base, int32_t *count) {
     return 1;
 }
 
+/* The end of every record: its four numbers and its attributes; 1 ok, 0 fall back, -1 out of memory. */
+static int finish_record(Out *o, uint64_t a, uint64_t b, uint64_t c, uint64_t d, size_t n_attrs, int32_t *attr_total) {
+    if (buf_put(&o->num[0], &a, 8) || buf_put(&o->num[1], &b, 8) || buf_put(&o->num[2], &c, 8) ||
+        buf_put(&o->num[3], &d, 8))
+        return -1;
+    int32_t kept;
+    int r = emit_attrs(o, n_attrs, *attr_total, &kept);
+    if (r != 1) return r;
+    *attr_total += kept;
+    return put_i32(&o->attr_offs, *attr_total) ? -1 : 1;
+}
+
 /* One more attribute of the current record (a KeyValue field); 1 ok, 0 fall back, -1 out of memory. */
 static int add_attr(Out *o, const Field *f, size_t *n_attrs) {
     if (*n_attrs == o->attrs_cap) {
@@ -441,14 +453,7 @@ static int decode_span(Out *o, const uint8_t *s, const uint8_t *end, int32_t *at
     int64_t k = as_enum(kind), c = as_enum(code);
     if (k > 5) k = -1;
     if (c > 2) c = -1;
-    if (buf_put(&o->num[0], &k, 8) || buf_put(&o->num[1], &start, 8) || buf_put(&o->num[2], &stop, 8) ||
-        buf_put(&o->num[3], &c, 8))
-        return -1;
-    int32_t kept;
-    r = emit_attrs(o, n_attrs, *attr_total, &kept);
-    if (r != 1) return r;
-    *attr_total += kept;
-    return put_i32(&o->attr_offs, *attr_total) ? -1 : 1;
+    return finish_record(o, (uint64_t)k, start, stop, (uint64_t)c, n_attrs, attr_total);
 }
 
 /* One log record (what the upb path of tenantry.otlp.logs reads from it); 1 ok, 0 fall back,
@@ -510,15 +515,7 @@ static int decode_log(Out *o, const uint8_t *s, const uint8_t *end, int32_t *att
         (r = strcol_add(&o->text[2], str[3], len[3], len[3] > 0)) || (r = emit_value(o, &o->text[3], &b)) ||
         (r = strcol_add(&o->text[4], str[12], len[12], len[12] > 0)))
         return r > 0 ? 0 : -1;
-    int64_t sev = as_enum(severity);
-    if (buf_put(&o->num[0], &time, 8) || buf_put(&o->num[1], &observed, 8) || buf_put(&o->num[2], &sev, 8) ||
-        buf_put(&o->num[3], &flags, 8))
-        return -1;
-    int32_t kept;
-    r = emit_attrs(o, n_attrs, *attr_total, &kept);
-    if (r != 1) return r;
-    *attr_total += kept;
-    return put_i32(&o->attr_offs, *attr_total) ? -1 : 1;
+    return finish_record(o, time, observed, (uint64_t)as_enum(severity), flags, n_attrs, attr_total);
 }
 
 static PyObject *bytes_of(Buf *b) { return PyBytes_FromStringAndSize(b->p ? b->p : "", (Py_ssize_t)b->len); }

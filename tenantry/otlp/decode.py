@@ -109,6 +109,14 @@ def _lite(signal: str, body_or_message, content_type: str):
         raise OtlpDecodeError(f"body is not a usable protobuf OTLP {signal} request: nested too deeply") from None
 
 
+#: the decoders tried first on protobuf bodies (None: the lite-class path below takes the body),
+#: and the tables they return
+_FAST = {
+    "traces": (decode_span_bytes, ("spans", "quarantine")),
+    "logs": (decode_log_bytes, ("logs", "usage_events", "quarantine")),
+}
+
+
 def decode_request(signal: str, body_or_message, ingest_batch: str,
                    content_type: str = "protobuf") -> dict[str, pa.Table]:
     """Decode one request into ``{"spans", "logs", "metric_points", "usage_events", "quarantine"}``.
@@ -119,25 +127,17 @@ def decode_request(signal: str, body_or_message, ingest_batch: str,
     """
     signal = normalize_signal(signal)
     is_bytes = isinstance(body_or_message, (bytes, bytearray, memoryview))
-    if signal == "traces" and is_bytes and _content_type(content_type) == "protobuf":
+    fast = _FAST.get(signal) if is_bytes and _content_type(content_type) == "protobuf" else None
+    if fast is not None:
+        decoder, names = fast
         try:
-            fast = decode_span_bytes(bytes(body_or_message), ingest_batch)
+            got = decoder(bytes(body_or_message), ingest_batch)
         except Exception:  # noqa: BLE001 - the upb path below decodes (or quarantines) it instead
-            logger.exception("numpy span decoder failed; falling back to upb")
-            fast = None
-        if fast is not None:
+            logger.exception("fast %s decoder failed; falling back to upb", signal)
+            got = None
+        if got is not None:
             out = empty_tables()
-            out["spans"], out["quarantine"] = fast
-            return out
-    if signal == "logs" and is_bytes and _content_type(content_type) == "protobuf":
-        try:
-            fast_logs = decode_log_bytes(bytes(body_or_message), ingest_batch)
-        except Exception:  # noqa: BLE001 - the upb path below decodes (or quarantines) it instead
-            logger.exception("C log decoder failed; falling back to upb")
-            fast_logs = None
-        if fast_logs is not None:
-            out = empty_tables()
-            out["logs"], out["usage_events"], out["quarantine"] = fast_logs
+            out.update(zip(names, got))
             return out
     try:
         req = _lite(signal, body_or_message, content_type)
