@@ -301,18 +301,23 @@ def entries_of(column: pa.Array | pa.ChunkedArray, views: "BatchViews | None") -
     return views.entries(column) if views is not None else MapEntries.of(column)
 
 
-def byte_lengths(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """UTF-8 byte length of each string (0 for null), read straight from the offsets buffer."""
+def byte_lengths(arr: pa.Array | pa.ChunkedArray, over: int | None = None) -> np.ndarray:
+    """UTF-8 byte length of each string (0 for null), read straight from the offsets buffer; with
+    ``over``, only whether it is longer than ``over`` bytes (a bool per string, no int64 copy)."""
     chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
     parts = []
     for c in chunks:
         width = np.int64 if pa.types.is_large_string(c.type) or pa.types.is_large_binary(c.type) else np.int32
         offs = np.frombuffer(c.buffers()[1], dtype=width, count=c.offset + len(c) + 1) if len(c) else np.zeros(1, width)
-        lengths = np.diff(offs[c.offset :]).astype(np.int64, copy=False)
+        lengths = np.diff(offs[c.offset :])
+        if over is not None:
+            lengths = lengths > over
         if c.null_count:
-            lengths = np.where(np_bool(c.is_valid()), lengths, 0)
-        parts.append(lengths)
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+            lengths = np.where(np_bool(c.is_valid()), lengths, 0 if over is None else False)
+        parts.append(lengths if over is not None else lengths.astype(np.int64, copy=False))
+    if not parts:
+        return np.zeros(0, bool if over is not None else np.int64)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def np_bool(mask: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:

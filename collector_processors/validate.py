@@ -212,7 +212,7 @@ def _longer(arr, limit: int) -> np.ndarray:
     Byte lengths come free from the offsets and bound the character count from above, so the
     UTF-8 count runs only on the (rare) strings with more than ``limit`` bytes.
     """
-    over_bytes = maps.byte_lengths(arr) > limit
+    over_bytes = maps.byte_lengths(arr, over=limit)
     if not over_bytes.any():
         return over_bytes
     arr = maps.flat(arr)
