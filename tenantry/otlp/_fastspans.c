@@ -465,7 +465,7 @@ static int decode_log(Out *o, const uint8_t *s, const uint8_t *end, int32_t *att
     int r;
     const uint8_t *str[13] = {0};
     size_t len[13] = {0};
-    uint64_t time = 0, observed = 0, severity = 0, flags = 0; /* flags: always 0 */
+    uint64_t time = 0, observed = 0, severity = 0;
     const uint8_t *body = NULL;
     size_t body_len = 0;
     int bodies = 0;
@@ -515,7 +515,7 @@ static int decode_log(Out *o, const uint8_t *s, const uint8_t *end, int32_t *att
         (r = strcol_add(&o->text[2], str[3], len[3], len[3] > 0)) || (r = emit_value(o, &o->text[3], &b)) ||
         (r = strcol_add(&o->text[4], str[12], len[12], len[12] > 0)))
         return r > 0 ? 0 : -1;
-    return finish_record(o, time, observed, (uint64_t)as_enum(severity), flags, n_attrs, attr_total);
+    return finish_record(o, time, observed, (uint64_t)as_enum(severity), 0 /* no flags column */, n_attrs, attr_total);
 }
 
 static PyObject *bytes_of(Buf *b) { return PyBytes_FromStringAndSize(b->p ? b->p : "", (Py_ssize_t)b->len); }

@@ -67,9 +67,9 @@ def decode_log_bytes(body: bytes, ingest_batch: str):
     """(logs, usage_events, quarantine) decoded by the C accelerator, or None when it is not built
     or defers (the caller then uses :func:`decode_logs`, which gives the same tables)."""
     from tenantry.otlp.messages import LOG_BYTES_REQUEST
-    from tenantry.otlp.spans import _c_columns, _fastspans
+    from tenantry.otlp.spans import accelerated, c_columns
 
-    if _fastspans is None:
+    if not accelerated():
         return None
     try:
         req = LOG_BYTES_REQUEST.FromString(body)
@@ -79,7 +79,7 @@ def decode_log_bytes(body: bytes, ingest_batch: str):
     n = len(records)
     if n == 0:
         return None
-    got = _c_columns(_fastspans.decode_logs, records)
+    got = c_columns("decode_logs", records)
     if got is None:
         return None
     attrs, text, num = got

@@ -169,7 +169,7 @@ _LOOKUP_BYTES = tuple(k.encode() for k in _LOOKUP)
 def _decode_c(flat: list):
     """(attribute columns, span columns) of serialized spans from the C decoder, or None when
     it defers (to the numpy decoder)."""
-    got = _c_columns(_fastspans.decode, flat)
+    got = c_columns("decode", flat)
     if got is None:
         return None
     attrs, text, num = got
@@ -180,10 +180,13 @@ def _decode_c(flat: list):
     }
 
 
-def _c_columns(decode, flat: list):
-    """(attribute columns, five text columns, four int64 columns) of serialized records from one
-    of the C decoders, or None when it defers."""
-    out = decode(flat, _LOOKUP_BYTES)
+def c_columns(decoder: str, flat: list):
+    """(attribute columns, five text columns, four int64 columns) of serialized records from the C
+    accelerator's ``decoder`` (``"decode"``: spans, ``"decode_logs"``: log records), or None when
+    the accelerator is not in use or defers."""
+    if _fastspans is None:
+        return None
+    out = getattr(_fastspans, decoder)(flat, _LOOKUP_BYTES)
     if out is None:
         return None
     n = len(flat)
