@@ -91,6 +91,8 @@ import pyarrow.parquet as pq
 from pathlib import Path
 from tenantry import schemas
 from tenantry.warehouse import Warehouse
+from pipelines import runtime
+runtime.tune_allocator()  # as tenantry's workers do, so the floor is not slowed by page faults
 src, out = sys.argv[1], Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
 files = sorted(glob.glob(src + '/*.parquet'))

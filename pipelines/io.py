@@ -31,6 +31,7 @@ from apache_beam.coders import coder_impl, coders
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
+from pipelines import runtime
 from tenantry import schemas
 
 OTLP_SUFFIXES = (".json", ".jsonl", ".pb")
@@ -401,6 +402,9 @@ class WriteLake(beam.DoFn):
     def __init__(self, warehouse_root: str, run_id: str):
         self.writer = WriteLakeParts(warehouse_root, run_id)
         self._pending: list[cf.Future] = []
+
+    def setup(self):
+        runtime.tune_allocator()  # see pipelines.runtime: kept for reuse, not faulted in per batch
 
     def start_bundle(self):
         self._pending = []

@@ -15,6 +15,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from collector_processors.base import Chain, Processor, split_samplers, stats_table
+from pipelines import runtime
 from pipelines.io import PROCESSED_BY, Chunk
 
 QUARANTINE = "quarantine"
@@ -41,6 +42,9 @@ class _ProcessFn(beam.DoFn):
         self.step = step
         self.count_input = count_input
         self.digest = digest.encode() if digest else None
+
+    def setup(self):
+        runtime.tune_allocator()  # every worker process that runs the chain, on any runner
 
     def process(self, chunk):
         table, part, data = chunk
