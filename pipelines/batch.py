@@ -48,7 +48,7 @@ from tenantry.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
-PIPELINE_VERSION = "0.1.0"
+PIPELINE_VERSION = "0.2.0"
 STATS_FAMILY = Family("processor_stats", ("table", "tenant_id", "processor", "outcome"), ("count",))
 #: how every aggregate family written by a run merges
 MERGERS = {**sre_t.MERGERS, **security_t.MERGERS, **coverage_t.MERGERS, STATS_FAMILY.table: summing(STATS_FAMILY)}

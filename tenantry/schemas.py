@@ -241,7 +241,8 @@ SRE_HOURLY_PARTIALS = pa.schema(
     ]
 )
 
-#: latency sketch bucket counts (tenantry.sketch) per (hour, tenant, service, key)
+#: latency sketch bucket counts (tenantry.sketch) per (hour, tenant, service, key): written by pipeline
+#: versions before 0.2.0 only; the views now sum latency_sketch_op_hourly over operations instead
 LATENCY_SKETCH_HOURLY = pa.schema(
     [
         pa.field("hour", TS, nullable=False),

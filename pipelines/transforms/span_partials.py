@@ -36,7 +36,7 @@ class _SpanPartialsFn(beam.DoFn):
 
 
 class SpanPartials(beam.PTransform):
-    """Chunks in → ``(family table, part, partial)`` chunks of the four SRE families,
+    """Chunks in → ``(family table, part, partial)`` chunks of the three SRE families,
     ``security_hourly_partials`` and ``security_events``, one each per batch of spans."""
 
     def __init__(self, settings: SecuritySettings | None = None):

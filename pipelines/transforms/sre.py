@@ -5,7 +5,7 @@ names HTTP server spans ``"{method} {http.route}"``, so the name already has the
 cardinality). Counts are re-weighted by ``sample_weight``, so spans sampled upstream still count
 for what they stand for.
 
-One pass over a batch of spans yields four mergeable partial families:
+One pass over a batch of spans yields three mergeable partial families:
 
 - ``red_minutely_partials`` (minute, tenant, service, operation): requests, errors, duration sum and,
   per step of :data:`tenantry.schemas.LATENCY_LADDER_MS`, the requests slower than it (what latency
@@ -13,8 +13,15 @@ One pass over a batch of spans yields four mergeable partial families:
   multiply the rows by the number of buckets.
 - ``latency_sketch_op_hourly`` (hour, tenant, service, operation, key): DDSketch bucket counts; days
   are sums of hours, so a day's quantile is exactly the quantile of a day-long sketch.
-- ``sre_hourly_partials`` and ``latency_sketch_hourly`` (hour, tenant, service): the original
-  service-level families (existing views and billing reconciliation read them).
+- ``sre_hourly_partials`` (hour, tenant, service): the service-level RED counts that existing views
+  and billing reconciliation read.
+
+The service-level sketch (``latency_sketch_hourly``) is no longer written: the view
+``stg_latency_sketch_hourly`` sums the operation-level buckets over operations, which gives the
+same counts (the operation refines the service's group). It was ~0.57 rows per span on sparse
+data (most (tenant, service, bucket) groups of an hour hold one span), about 8% of a batch run's
+CPU to compute and encode. Rows that earlier versions wrote to that table still count, and
+their batches' operation-level rows are then not counted twice (see the view).
 
 Grouping is numpy over integer key codes (:class:`~pipelines.transforms.partials.Groups`), one
 key at a time: (hour, tenant, service) is grouped once per batch (:func:`span_keys`), the
@@ -46,7 +53,6 @@ from tenantry import schemas, sketch
 LADDER_COLUMNS = tuple(f"slow_over_{t}ms" for t in schemas.LATENCY_LADDER_MS)
 
 SRE_HOURLY = Family("sre_hourly_partials", ("hour", "tenant_id", "service_name"), ("requests", "errors", "duration_sum_ms"))
-LATENCY_HOURLY = Family("latency_sketch_hourly", ("hour", "tenant_id", "service_name", "key"), ("count",))
 RED_MINUTELY = Family(
     "red_minutely_partials",
     ("minute", "tenant_id", "service_name", "operation"),
@@ -55,7 +61,9 @@ RED_MINUTELY = Family(
 LATENCY_OP_HOURLY = Family(
     "latency_sketch_op_hourly", ("hour", "tenant_id", "service_name", "operation", "key"), ("count",)
 )
-FAMILIES = (RED_MINUTELY, LATENCY_OP_HOURLY, SRE_HOURLY, LATENCY_HOURLY)
+FAMILIES = (RED_MINUTELY, LATENCY_OP_HOURLY, SRE_HOURLY)
+#: written by versions before 0.2.0 only; read by the views alongside its replacement (module docstring)
+LATENCY_HOURLY = Family("latency_sketch_hourly", ("hour", "tenant_id", "service_name", "key"), ("count",))
 
 _MINUTE_NS = 60 * 10**9
 _HOUR_NS = 3600 * 10**9
@@ -99,7 +107,7 @@ _COLUMNS = ["kind", "start_time", "tenant_id", "service_name", "name", "status_c
 
 
 def sre_partials(spans: pa.Table, keys: SpanKeys | None = None) -> dict[str, pa.Table]:
-    """The four SRE partial families (module docstring) of one batch of spans; ``{}`` without
+    """The three SRE partial families (module docstring) of one batch of spans; ``{}`` without
     requests. ``keys``: the batch's :func:`span_keys`, when the caller has them already."""
     if spans.num_rows == 0:
         return {}
@@ -125,7 +133,6 @@ def sre_partials(spans: pa.Table, keys: SpanKeys | None = None) -> dict[str, pa.
     red = operation.by("minute", time_key(keys.start_ns[rows], _MINUTE_NS))
     bucket = _bucket_key(duration)
     lat_op = operation.by("key", bucket)
-    lat_hour = hourly.by("key", bucket)
     # every hourly group with a request (some hourly groups hold only non-request spans)
     has_request = np.bincount(hourly.inverse, minlength=hourly.n) > 0
     return {
@@ -133,7 +140,6 @@ def sre_partials(spans: pa.Table, keys: SpanKeys | None = None) -> dict[str, pa.
         LATENCY_OP_HOURLY.table: lat_op.table(LATENCY_OP_HOURLY, {"count": lat_op.sums(weight)}),
         SRE_HOURLY.table: hourly.table(SRE_HOURLY, {c: hourly.sums(*red_sums[c]) for c in SRE_HOURLY.sums},
                                        keep=has_request),
-        LATENCY_HOURLY.table: lat_hour.table(LATENCY_HOURLY, {"count": lat_hour.sums(weight)}),
     }
 
 
@@ -161,7 +167,7 @@ MERGERS = {f.table: summing(f) for f in FAMILIES}
 
 
 class SrePartials(beam.PTransform):
-    """Chunks in → ``(family table, part, partial)`` chunks for the four SRE families, one per
+    """Chunks in → ``(family table, part, partial)`` chunks for the three SRE families, one per
     batch, ready to write to the lake (the views sum them)."""
 
     def expand(self, chunks):

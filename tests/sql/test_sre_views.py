@@ -201,3 +201,32 @@ def test_sql_looking_tenant_ids_stay_data(tmp_path):
             for i in range(10)]
     build_warehouse(tmp_path, make_spans(rows))
     assert q(str(tmp_path), "select tenant_id, requests from tenant_red_hourly") == [(evil, 10.0)]
+
+
+def test_service_quantiles_come_from_operation_buckets_and_older_runs_count_once(tmp_path):
+    """tenant_sre_hourly's quantiles sum the operation-level buckets over operations; runs of
+    versions that also wrote the service-level table (latency_sketch_hourly) count once."""
+    rng = np.random.default_rng(11)
+    rows = [{"tenant": "a", "service": "api", "name": name, "start_ns": T0_NS + int(o), "duration_ms": float(d)}
+            for name, ms in (("GET /fast", 10.0), ("GET /slow", 300.0))
+            for o, d in zip(rng.integers(0, HOUR_NS, 500), rng.lognormal(np.log(ms), 0.3, 500))]
+    spans = make_spans(rows)
+    durations = spans["duration_ms"].to_numpy()
+    new, old = spans.slice(0, 600), spans.slice(600)
+    wh = build_warehouse(tmp_path, new, run_id="r-new")
+    # an older version's run: the same families plus the service-level sketch, for the same batch
+    parts = sre_partials(old)
+    assert "latency_sketch_hourly" not in parts
+    op = parts["latency_sketch_op_hourly"]
+    service = (op.group_by(["hour", "tenant_id", "service_name", "key"]).aggregate([("count", "sum")])
+               .rename_columns(["hour", "tenant_id", "service_name", "key", "count"]))
+    for name, part in [*parts.items(), ("latency_sketch_hourly", service)]:
+        wh.write_part(name, "r-old", f"{name}-0", part.append_column("ingest_batch", pa.repeat(pa.scalar("r-old"), part.num_rows)))
+    wh.commit("r-old", ["in-r-old"])
+    got = q(str(tmp_path), "select requests, p50_ms, p99_ms from tenant_sre_hourly where tenant_id = 'a'")
+    assert len(got) == 1 and got[0][0] == 1000
+    (buckets,) = q(str(tmp_path), "select sum(count) from stg_latency_sketch_hourly where tenant_id = 'a'")[0]
+    assert buckets == 1000  # neither the old run's service rows nor its operation rows twice
+    for value, quant in zip(got[0][1:], (0.5, 0.99)):
+        exact = np.quantile(durations, quant, method="lower")
+        assert abs(value - exact) <= sketch.RELATIVE_ACCURACY * exact + 1e-9
