@@ -2,11 +2,14 @@
 
     python benchmarks/batch_throughput.py [--spans 1000000 10000000] [--tenants 1000] [--pb-spans 1000000]
 
-For each N it generates N synthetic spans over M tenants as Parquet (the landed Arrow/Parquet
-path), then measures, each in a fresh subprocess (so peak RSS is the run's own):
+For each N it generates N synthetic spans over M tenants as Parquet, then measures, each in a
+fresh subprocess (so peak RSS is the run's own):
 
 - tenantry: ``run_batch`` (Beam in-process runner; processors, SRE/security/coverage partials,
   usage derivation, lake writes, ledger, commit) from the Parquet files;
+- tenantry from landed Arrow: the same spans as ``tenantry collect --process`` lands them
+  (normalized segments: Arrow IPC, one per row group, the processor chain already run by the
+  receiver, so the run skips it; generated outside the timing), with its own I/O floor;
 - near-limit baseline: DuckDB computing the same tenant_sre_hourly figures (count, errors,
   quantiles) directly from the same Parquet;
 - per-element baseline: a straightforward Beam pipeline with one element per span (row dicts keyed
@@ -61,6 +64,36 @@ pq.write_table(synthetic.spans(n, tenants=tenants, seed=seed), path, row_group_s
 print(json.dumps({}))
 """
 
+NSEG_GEN = """
+# what `tenantry collect --process` lands: each flush decoded, run through the processor chain
+# (samplers excepted) and written as one normalized segment (Arrow IPC), here one per row group
+import sys, json, glob, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+from pathlib import Path
+from tenantry import config, landing, schemas
+from pipelines.batch import build_chain
+from pipelines.transforms.process import split_chain
+src, out = sys.argv[1], Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+chain = build_chain(config.Config())
+receiver_chain, _samplers = split_chain(chain)
+digest = landing.chain_digest(chain)
+for path in sorted(glob.glob(src + '/*.parquet')):
+    pf = pq.ParquetFile(path)
+    for rg in range(pf.num_row_groups):
+        name = landing.segment_name("nseg")
+        data = pf.read_row_group(rg)
+        data = data.drop_columns([c for c in ["ingest_batch"] if c in data.column_names])
+        data = data.append_column("ingest_batch", pa.repeat(pa.scalar(f"nseg:{name}"), data.num_rows))
+        res = receiver_chain.process("spans", schemas.conform("spans", data))
+        tables = {"spans": schemas.conform("spans", res.kept)}
+        if res.quarantined.num_rows:
+            tables["quarantine"] = schemas.conform("quarantine", res.quarantined)
+        accounting = {"spans": {"in": data.num_rows, "kept": res.kept.num_rows,
+                                "quarantined": res.quarantined.num_rows}}
+        landing.write_normalized_segment(out, tables, digest, name=name, accounting=accounting)
+print(json.dumps({}))
+"""
+
 TENANTRY = """
 import sys, json, time, glob, resource
 from pipelines.batch import run_batch
@@ -108,9 +141,17 @@ def pb_part(group):
         Warehouse._write_parquet(out / f"{Path(group[0]).stem}-{i}.parquet", tables["spans"], fsync=False)
         n += tables["spans"].num_rows
     return n
+def nseg_part(path):
+    from tenantry import landing
+    tables, _meta = landing.read_normalized_segment(path)
+    Warehouse._write_parquet(out / f"{Path(path).stem}.parquet", tables["spans"], fsync=False)
+    return tables["spans"].num_rows
 t = time.perf_counter()
+nsegs = sorted(glob.glob(src + '/nseg-*.arrow'))
 if files:
     jobs, fn = [(f, i) for f in files for i in range(pq.ParquetFile(f).num_row_groups)], parquet_part
+elif nsegs:
+    jobs, fn = nsegs, nseg_part
 else:
     pbs = sorted(glob.glob(src + '/*.pb'))
     jobs, fn = [pbs[i:i + 64] for i in range(0, len(pbs), 64)], pb_part
@@ -201,8 +242,15 @@ def measure(n: int, tenants: int, work: Path) -> dict:
     res["per_element"] = _child(PER_ELEMENT, str(data), str(min(n, 200_000)))
     res["floor"] = _child(FLOOR, str(data), str(work / f"floor-{n}"))
     shutil.rmtree(work / f"floor-{n}")
-    shutil.rmtree(data)
     shutil.rmtree(work / f"wh-{n}")
+    # the same spans as the receiver lands them with `collect --process` (processors already run)
+    segs = work / f"nseg-{n}"
+    _child(NSEG_GEN, str(data), str(segs))
+    shutil.rmtree(data)
+    res["landed"] = _child(TENANTRY, str(segs), str(work / f"wh-nseg-{n}"))
+    res["landed_floor"] = _child(FLOOR, str(segs), str(work / f"floor-nseg-{n}"))
+    for d in (segs, work / f"wh-nseg-{n}", work / f"floor-nseg-{n}"):
+        shutil.rmtree(d)
     return res
 
 
@@ -224,6 +272,12 @@ def main() -> None:
                          f"{e['spans'] / e['seconds']:,.0f}", f"{n / f['seconds']:,.0f}",
                          f"{rate / (n / d['seconds']):.2f}x", f"{rate / (e['spans'] / e['seconds']):.1f}x",
                          f"{t['seconds'] / f['seconds']:.2f}x", f"{t['peak_rss_mib']:,.0f}" if t["peak_rss_mib"] else "?"))
+            a, af = r["landed"], r["landed_floor"]
+            arate = n / a["seconds"]
+            rows.append((f"{n:,} spans (landed Arrow segments)", f"{arate:,.0f}", "",
+                         f"{e['spans'] / e['seconds']:,.0f}", f"{n / af['seconds']:,.0f}", "",
+                         f"{arate / (e['spans'] / e['seconds']):.1f}x", f"{a['seconds'] / af['seconds']:.2f}x",
+                         f"{a['peak_rss_mib']:,.0f}" if a["peak_rss_mib"] else "?"))
         pb = work / "pb"
         pb.mkdir()
         _child(PB_GEN, str(args.pb_spans), str(pb))
