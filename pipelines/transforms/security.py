@@ -95,17 +95,16 @@ def security_partials(spans: pa.Table, settings: SecuritySettings,
                                  *([settings.auth_failure_attribute] if settings.auth_failure_attribute else [])]))
     attrs = attribute_columns(spans.column("attributes"), wanted)
     tenant = spans.column("tenant_id")
-    is_req = pa.array(keys.is_request)
+    is_req = keys.is_request
     status = _status_codes(attrs, settings)
+    status_codes = _Members(status)
 
-    def status_in(codes) -> pa.Array:
-        return pc.and_(is_req, pc.fill_null(pc.is_in(status, value_set=pa.array([str(c) for c in codes])), False))
+    def status_in(codes) -> np.ndarray:
+        return is_req & status_codes.isin([str(c) for c in codes])
 
     auth = status_in(settings.auth_failure_status_codes)
     if settings.auth_failure_attribute:
-        by_attr = pc.fill_null(pc.is_in(attrs[settings.auth_failure_attribute],
-                                        value_set=pa.array(list(settings.auth_failure_values), pa.string())), False)
-        auth = pc.or_(auth, pc.and_(is_req, by_attr))
+        auth = auth | (is_req & _Members(attrs[settings.auth_failure_attribute]).isin(settings.auth_failure_values))
     owner = attrs[settings.resource_owner_attribute]
     claimed = attrs[settings.baggage_attribute]
     flags = {
@@ -121,38 +120,55 @@ def security_partials(spans: pa.Table, settings: SecuritySettings,
     def weighted(mask: np.ndarray) -> np.ndarray:
         return keys.hourly.sums(weight, mask[timed])
 
-    masks = {name: np.asarray(f.to_numpy(zero_copy_only=False), dtype=bool) for name, f in flags.items()}
     sums = {
         "requests": weighted(keys.is_request), "errors": weighted(keys.is_request & keys.is_error),
-        "auth_failures": weighted(masks["auth_failure"]), "authz_denials": weighted(masks["authz_denied"]),
-        "rate_limited": weighted(masks["rate_limited"]), "cross_tenant_access": weighted(masks["cross_tenant_access"]),
-        "tenant_mismatch": weighted(masks["tenant_mismatch"]),
+        "auth_failures": weighted(flags["auth_failure"]), "authz_denials": weighted(flags["authz_denied"]),
+        "rate_limited": weighted(flags["rate_limited"]), "cross_tenant_access": weighted(flags["cross_tenant_access"]),
+        "tenant_mismatch": weighted(flags["tenant_mismatch"]),
     }
     total = sums["requests"]
     for c in SECURITY_HOURLY.sums[1:]:  # the groups with something to count
         total = total + sums[c]
     counts = keys.hourly.table(SECURITY_HOURLY, sums, keep=total > 0)
-    hour = pa.array(keys.start_ns - keys.start_ns % _HOUR_NS, schemas.TS)
     details = {"auth_failure": status, "authz_denied": status, "rate_limited": status,
                "cross_tenant_access": owner, "tenant_mismatch": claimed}
-    events = _evidence(spans, hour, flags, details)
+    events = _evidence(spans, keys.start_ns, flags, details)
     return (counts if counts.num_rows else None), (events if events.num_rows else None)
 
 
-def _differs(claimed: pa.Array, tenant: pa.ChunkedArray) -> pa.Array:
+def _differs(claimed: pa.Array, tenant: pa.ChunkedArray) -> np.ndarray:
     """True where ``claimed`` is a non-empty value other than ``tenant``."""
+    if claimed.null_count == len(claimed):  # the attribute is on no span of the batch
+        return np.zeros(len(claimed), bool)
     nonempty = pc.and_(pc.is_valid(claimed), pc.not_equal(pc.fill_null(claimed, ""), ""))
-    return pc.fill_null(pc.and_(nonempty, pc.not_equal(claimed, tenant)), False)
+    differs = pc.fill_null(pc.and_(nonempty, pc.not_equal(claimed, tenant)), False)
+    return np.asarray(differs.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _evidence(spans: pa.Table, hour: pa.Array, flags: dict[str, pa.Array], details: dict[str, pa.Array]) -> pa.Table:
+class _Members:
+    """Set membership tests over one string column, hashing each value once: the column's
+    distinct values are tested, and rows take their value's answer (null is in no set)."""
+
+    def __init__(self, column: pa.Array):
+        enc = pc.dictionary_encode(column)
+        self.values = enc.dictionary.to_pylist()
+        # nulls point one past the distinct values, at an entry that is always False
+        self.codes = pc.fill_null(enc.indices, len(self.values)).to_numpy(zero_copy_only=False)
+
+    def isin(self, members) -> np.ndarray:
+        wanted = {str(m) for m in members}
+        return np.array([v in wanted for v in self.values] + [False], bool)[self.codes]
+
+
+def _evidence(spans: pa.Table, start_ns: np.ndarray, flags: dict[str, np.ndarray],
+              details: dict[str, pa.Array]) -> pa.Table:
     parts = []
     for kind, mask in flags.items():
-        idx = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        idx = np.flatnonzero(mask)
         if len(idx) == 0:
             continue
         if kind in ("auth_failure", "authz_denied", "rate_limited"):
-            idx = _first_per_group(idx, hour, spans.column("tenant_id"))
+            idx = _first_per_group(idx, start_ns, spans.column("tenant_id"))
         take = pa.array(idx)
         parts.append(pa.table({
             "time": spans.column("start_time").take(take),
@@ -169,9 +185,9 @@ def _evidence(spans: pa.Table, hour: pa.Array, flags: dict[str, pa.Array], detai
     return events.filter(pc.is_valid(events.column("time")))
 
 
-def _first_per_group(idx: np.ndarray, hour: pa.Array, tenant: pa.ChunkedArray) -> np.ndarray:
+def _first_per_group(idx: np.ndarray, start_ns: np.ndarray, tenant: pa.ChunkedArray) -> np.ndarray:
     """The first EVIDENCE_PER_GROUP row indexes of each (hour, tenant) among ``idx``."""
-    h = hour.cast(pa.int64()).to_numpy()[idx]
+    h = start_ns[idx]
     t = pc.dictionary_encode(tenant.take(pa.array(idx))).combine_chunks().indices.to_numpy()
     code = h // _HOUR_NS * 1_000_003 + t
     order = np.argsort(code, kind="stable")
