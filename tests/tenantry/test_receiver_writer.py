@@ -16,7 +16,9 @@ def _landed(path) -> list[tuple[str, bytes]]:
 
 
 def test_concurrent_submissions_share_one_segment_and_resolve_after_it_exists(tmp_path):
-    w = GroupCommitWriter(tmp_path, flush_interval_s=0.1).start()
+    # an interval long enough that all 50 are submitted inside it even on a loaded machine
+    # (at 0.1 s a busy CI host once split them over two segments)
+    w = GroupCommitWriter(tmp_path, flush_interval_s=1.0).start()
     try:
         futures = [w.submit("traces", f"req-{i}".encode()) for i in range(50)]
         paths = {f.result(timeout=5) for f in futures}
