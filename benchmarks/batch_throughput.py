@@ -67,7 +67,7 @@ print(json.dumps({}))
 NSEG_GEN = """
 # what `tenantry collect --process` lands: each flush decoded, run through the processor chain
 # (samplers excepted) and written as one normalized segment (Arrow IPC), here one per row group
-import sys, json, glob, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+import sys, json, glob, pyarrow as pa, pyarrow.parquet as pq
 from pathlib import Path
 from tenantry import config, landing, schemas
 from pipelines.batch import build_chain

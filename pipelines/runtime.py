@@ -7,7 +7,7 @@ big blocks are freed, and at most to 32 MiB) with a fresh ``mmap`` and unmaps th
 and trims its heaps above ``M_TRIM_THRESHOLD``; the next batch then faults every page of the
 same sizes in again. Measured on a 6M-span batch run: ~640k page faults and ~2.2 s of kernel
 time (~15% of the run's CPU), against ~115k and ~0.85 s once freed memory up to
-:data:`RETAIN_BYTES` is kept for reuse. The price is memory held at its peak (tens of MiB more
+:data:`RETAIN_BYTES` is kept for reuse. The price is memory held at its peak (50–100 MiB more
 peak RSS on that run; the peak itself does not move with the input size).
 
 :func:`tune_allocator` is called by the pipeline's DoFns in ``setup`` (so every worker process

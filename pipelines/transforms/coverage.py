@@ -27,12 +27,13 @@ def coverage_partial(table: str, data: pa.Table) -> pa.Table | None:
     day = pc.fill_null(time, pa.scalar(0, schemas.TS)).cast(pa.int64()).to_numpy() // _DAY_NS
     unattributed = pc.fill_null(pc.equal(data.column("tenant_id"), schemas.UNATTRIBUTED), False)
     unattributed = np.asarray(unattributed.to_numpy(zero_copy_only=False), dtype=bool)
-    days, inverse = distinct(day - day.min(), int(day.max() - day.min()) + 1)
+    lo = day.min()
+    days, inverse = distinct(day - lo, int(day.max() - lo) + 1)
     total = np.bincount(inverse, minlength=len(days))
     missing = np.bincount(inverse[unattributed], minlength=len(days))
     return pa.table(
         {
-            "day": pa.array((days + day.min()).astype(np.int32), pa.int32()).cast(pa.date32()),
+            "day": pa.array((days + lo).astype(np.int32), pa.int32()).cast(pa.date32()),
             "signal": pa.repeat(pa.scalar(table), len(days)),
             "total": pa.array(total, pa.int64()),
             "unattributed": pa.array(missing, pa.int64()),

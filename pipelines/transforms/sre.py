@@ -62,8 +62,6 @@ LATENCY_OP_HOURLY = Family(
     "latency_sketch_op_hourly", ("hour", "tenant_id", "service_name", "operation", "key"), ("count",)
 )
 FAMILIES = (RED_MINUTELY, LATENCY_OP_HOURLY, SRE_HOURLY)
-#: written by versions before 0.2.0 only; read by the views alongside its replacement (module docstring)
-LATENCY_HOURLY = Family("latency_sketch_hourly", ("hour", "tenant_id", "service_name", "key"), ("count",))
 
 _MINUTE_NS = 60 * 10**9
 _HOUR_NS = 3600 * 10**9
