@@ -126,7 +126,7 @@ def test_red_daily_quantiles_match_exact_within_sketch_accuracy(tmp_path):
     durations = rng.lognormal(3.0, 1.0, 5000)
     rows = [{"tenant": "a", "service": "api", "name": "op", "start_ns": T0_NS + int(i) * 17 * 10**9,
              "duration_ms": float(d)} for i, d in enumerate(durations)]
-    wh = build_warehouse(tmp_path, make_spans(rows))
+    build_warehouse(tmp_path, make_spans(rows))
     got = q(str(tmp_path), "select p50_ms, p90_ms, p95_ms, p99_ms from tenant_red_daily where tenant_id = 'a'")
     assert len(got) == 1  # 5000 spans over ~24h: one day
     for value, quant in zip(got[0], (0.5, 0.9, 0.95, 0.99)):
