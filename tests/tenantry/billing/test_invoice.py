@@ -158,7 +158,7 @@ def test_tenants_with_hostile_ids_and_unpriced_meters_are_rated_safely(wh, write
 def test_files_hold_every_line_and_add_up(wh, write_ledger, tmp_path):
     write_ledger(daily("acme", "seats", "5") + daily("beta", "api_calls", "100"))
     bill(wh.root, cfg({"acme": {"plan": "unit"}, "beta": {"plan": "min"}}), "2026-11", now=NOV_END,
-               out_dir=tmp_path / "out")
+         out_dir=tmp_path / "out")
     rows = list(csv.DictReader(open(tmp_path / "out" / "invoice_lines-2026-11.csv")))
     assert sum(D(r["amount"]) for r in rows) == D("1850.00") + D("100.00")
     doc = json.loads((tmp_path / "out" / "invoice-2026-11.json").read_text())
