@@ -71,6 +71,21 @@ META_ACCOUNTING = "tenantry.accounting"
 META_TABLE = "tenantry.table"  # on each table's own IPC stream
 
 
+#: codecs a segment's Arrow IPC buffers may be compressed with (readers need no option: Arrow
+#: records the codec in each message). Measured on normalized spans (2 attributes a span): none
+#: 354 bytes a span; lz4 127 (+0.18 µs a span to write, +0.09 to read); zstd 84 (+0.43 / +0.24)
+COMPRESSIONS = ("none", "lz4", "zstd")
+
+
+def ipc_options(compression: str | None) -> pa.ipc.IpcWriteOptions:
+    """IPC write options for a segment codec in :data:`COMPRESSIONS` (None: ``"none"``).
+    Raises ``ValueError`` naming the choices for anything else."""
+    codec = "none" if compression is None else str(compression).strip().lower()
+    if codec not in COMPRESSIONS:
+        raise ValueError(f"segment compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
+    return pa.ipc.IpcWriteOptions(compression=None if codec == "none" else codec)
+
+
 class NormalizedSegmentError(ValueError):
     """A file is not a readable normalized segment (wrong schema, truncated, unknown table)."""
 
@@ -111,8 +126,11 @@ def _commit(landing: Path, name: str, write: Callable[[Any], None]) -> Path:
     return final
 
 
-def write_segment(landing: str | Path, records: Sequence[tuple[str, bytes]], now: dt.datetime | None = None) -> Path:
-    """Write ``records`` (signal, protobuf body) as one durable segment; return its path."""
+def write_segment(landing: str | Path, records: Sequence[tuple[str, bytes]], now: dt.datetime | None = None,
+                  compression: str | None = None) -> Path:
+    """Write ``records`` (signal, protobuf body) as one durable segment; return its path.
+    ``compression``: a codec of :data:`COMPRESSIONS` for the file's buffers (default none)."""
+    options = ipc_options(compression)
     now = now or dt.datetime.now(dt.timezone.utc)
     for signal, _ in records:
         if signal not in SIGNALS:
@@ -127,7 +145,7 @@ def write_segment(landing: str | Path, records: Sequence[tuple[str, bytes]], now
     )
 
     def write(f) -> None:
-        with pa.ipc.new_file(f, SEGMENT) as w:
+        with pa.ipc.new_file(f, SEGMENT, options=options) as w:
             w.write_table(table)
 
     return _commit(Path(landing), segment_name("seg", now), write)
@@ -160,10 +178,10 @@ def list_segments(landing: str | Path) -> list[Path]:
 # -- normalized segments ----------------------------------------------------------------------
 
 
-def _ipc_stream(table: str, data: pa.Table) -> bytes:
+def _ipc_stream(table: str, data: pa.Table, options: pa.ipc.IpcWriteOptions) -> bytes:
     schema = data.schema.with_metadata({META_TABLE: table})
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as w:
+    with pa.ipc.new_stream(sink, schema, options=options) as w:
         w.write_table(data.replace_schema_metadata(schema.metadata))
     return sink.getvalue().to_pybytes()
 
@@ -176,15 +194,18 @@ def write_normalized_segment(
     name: str | None = None,
     accounting: Mapping[str, Mapping[str, int]] | None = None,
     now: dt.datetime | None = None,
+    compression: str | None = None,
 ) -> Path:
     """Write one flush's tables as one durable normalized segment; return its path.
 
     ``tables`` maps names in :data:`NORMALIZED_TABLES` to tables in exactly their
     ``tenantry.schemas`` schema (empty ones are left out). ``name`` (from
     ``segment_name("nseg")``) lets the caller stamp rows with ``ingest_batch = "nseg:<name>"``
-    before writing; ``ingest_batch`` defaults to that. Raises ``ValueError`` for an unknown
-    table or a schema that does not match, before anything touches the disk.
+    before writing; ``ingest_batch`` defaults to that. ``compression``: a codec of
+    :data:`COMPRESSIONS` for the tables' IPC streams (default none). Raises ``ValueError`` for an
+    unknown table or codec or a schema that does not match, before anything touches the disk.
     """
+    options = ipc_options(compression)
     name = name or segment_name("nseg", now)
     if not (name.startswith("nseg-") and name.endswith(".arrow") and "/" not in name):
         raise ValueError(f"normalized segment name {name!r} must look like nseg-<stamp>-<random>.arrow")
@@ -199,7 +220,7 @@ def write_normalized_segment(
         if data.num_rows:
             names.append(table)
             rows.append(data.num_rows)
-            blobs.append(_ipc_stream(table, data))
+            blobs.append(_ipc_stream(table, data, options))
     metadata = {
         META_FORMAT: NORMALIZED_FORMAT,
         META_PROCESSED_BY: processed_by,

@@ -62,7 +62,7 @@ class ChainLander:
     """Write function for :class:`GroupCommitWriter`: ``(landing_dir, records) -> segment path``
     (see the module docstring). Thread-safe counters in :meth:`stats`."""
 
-    def __init__(self, chain: Any):
+    def __init__(self, chain: Any, compression: str | None = None):
         if not callable(getattr(chain, "process", None)):
             raise ReceiverConfigError(
                 f"Receiver(chain=...): expected a collector_processors Processor, got {type(chain).__name__}; "
@@ -74,6 +74,11 @@ class ChainLander:
         self.chain = Chain(run, name="receiver")
         self.deferred = [p.name for p in samplers]
         self.digest = landing.chain_digest(chain)
+        try:
+            landing.ipc_options(compression)
+        except ValueError as e:
+            raise ReceiverConfigError(f"Receiver: {e}") from None
+        self.compression = compression
         self._lock = threading.Lock()
         self._counters: Counter = Counter()
 
@@ -93,13 +98,14 @@ class ChainLander:
                 logger.exception("processing a flush of %d requests failed", len(records))
             else:
                 logger.error("%s", e)
-            path = landing.write_segment(landing_dir, records)
+            path = landing.write_segment(landing_dir, records, compression=self.compression)
             logger.error("landed the flush of %d requests as raw segment %s instead; the pipeline will process it",
                          len(records), path.name)
             with self._lock:
                 self._counters["raw_fallbacks"] += 1
             return path
-        path = landing.write_normalized_segment(landing_dir, tables, self.digest, ingest_batch, name, accounting)
+        path = landing.write_normalized_segment(landing_dir, tables, self.digest, ingest_batch, name, accounting,
+                                                compression=self.compression)
         with self._lock:
             self._counters["normalized_segments_written"] += 1
             for table, figures in accounting.items():

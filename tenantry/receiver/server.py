@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 import uvicorn
 
+from tenantry import landing as landing_lib
 from tenantry.receiver import grpc as grpc_front
 from tenantry.receiver import http as http_front
 from tenantry.receiver.errors import ReceiverConfigError, ReceiverError
@@ -76,6 +78,8 @@ class Receiver:
     ``chain`` (a collector_processors Processor, e.g. ``build_chain(config)``) makes the receiver
     decode every flush, run the chain on it (samplers excepted) and land *normalized* segments
     (:mod:`tenantry.receiver.process`); without it, raw segments land as received.
+    ``compression`` (``"lz4"`` or ``"zstd"``, default none) compresses the segments' Arrow buffers
+    (:data:`tenantry.landing.COMPRESSIONS` has the measured trade-off); readers need no option.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class Receiver:
         allow_remote: bool = False,
         chain: Any = None,
         shutdown_timeout_s: float = 10.0,
+        compression: str | None = None,
     ):
         if http_listen is None and grpc_listen is None:
             raise ReceiverConfigError("Receiver: both http_listen and grpc_listen are None; enable at least one")
@@ -102,10 +107,17 @@ class Receiver:
         self._grpc_addr = parse_listen(grpc_listen, "grpc_listen", allow_remote) if grpc_listen else None
         self.max_body_bytes = max_body_bytes
         self.shutdown_timeout_s = shutdown_timeout_s
+        try:
+            landing_lib.ipc_options(compression)
+        except ValueError as e:
+            raise ReceiverConfigError(f"Receiver: {e}") from None
         # validated before anything else is built, so a bad chain fails at construction
-        self.lander = ChainLander(chain) if chain is not None else None
+        self.lander = ChainLander(chain, compression) if chain is not None else None
+        write = self.lander
+        if write is None and compression not in (None, "none"):
+            write = functools.partial(landing_lib.write_segment, compression=compression)
         self.writer = GroupCommitWriter(self.landing, flush_interval_s, flush_bytes, max_pending_bytes,
-                                        write_segment=self.lander)
+                                        write_segment=write)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
         self._counters: Counter = Counter()

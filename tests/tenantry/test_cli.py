@@ -130,3 +130,15 @@ def test_stream_options_that_do_not_go_together_are_refused(tmp_path, args, mess
     res = CliRunner().invoke(main, ["run", "stream", "--landing", str(tmp_path / "l"), "--warehouse",
                                     str(tmp_path / "w"), *args])
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+@pytest.mark.parametrize("codec", ["gzip", "", "zstd; rm -rf /"])
+def test_collect_refuses_an_unknown_compression(tmp_path, codec):
+    res = CliRunner().invoke(main, ["collect", "--landing", str(tmp_path / "l"), "--compression", codec])
+    assert res.exit_code == 2 and "Invalid value for '--compression'" in res.output
+    assert not (tmp_path / "l").exists()
+
+
+def test_collect_help_documents_compression():
+    res = CliRunner().invoke(main, ["collect", "--help"])
+    assert res.exit_code == 0 and "--compression [none|lz4|zstd]" in res.output

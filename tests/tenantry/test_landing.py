@@ -217,3 +217,43 @@ def test_the_tenant_catalog_tiers_are_part_of_the_digest():
         return landing.chain_digest(build_chain(Config(tenants={"acme": {"tier": tier}})))
 
     assert digest("free") != digest("pro")
+
+
+# -- compressed segments ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "LZ4 "])
+def test_compressed_segments_round_trip_smaller_and_need_no_option_to_read(tmp_path, codec):
+    bodies = [("traces", HOSTILE.encode() * 200 + bytes([i])) for i in range(20)]
+    plain = landing.write_segment(tmp_path / "plain", bodies)
+    packed = landing.write_segment(tmp_path / "packed", bodies, compression=codec)
+    assert list(landing.iter_requests(packed)) == bodies
+    assert packed.stat().st_size < plain.stat().st_size / 3
+    big = spans(20_000)
+    plain = landing.write_normalized_segment(tmp_path / "plain", {"spans": big, "quarantine": quarantine(5)}, "d")
+    packed = landing.write_normalized_segment(tmp_path / "packed", {"spans": big, "quarantine": quarantine(5)}, "d",
+                                              compression=codec)
+    tables, meta = landing.read_normalized_segment(packed)
+    assert tables["spans"].equals(big) and tables["quarantine"].equals(quarantine(5))
+    assert meta[landing.META_PROCESSED_BY] == "d"
+    assert packed.stat().st_size < plain.stat().st_size / 2
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "", "'; drop table spans; --", "zstd:-5"])
+def test_an_unknown_codec_is_refused_before_touching_disk(tmp_path, codec):
+    with pytest.raises(ValueError, match="segment compression .* is not one of none, lz4, zstd"):
+        landing.write_segment(tmp_path / "raw", [("traces", b"x")], compression=codec)
+    with pytest.raises(ValueError, match="segment compression .* is not one of none, lz4, zstd"):
+        landing.write_normalized_segment(tmp_path / "norm", {"spans": spans(1)}, "d", compression=codec)
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "norm").exists()
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+@pytest.mark.parametrize("cut", [100, 0.5])
+def test_a_truncated_compressed_segment_is_a_clear_error(tmp_path, codec, cut):
+    good = landing.write_normalized_segment(tmp_path, {"spans": spans(5_000)}, "d", compression=codec)
+    data = good.read_bytes()
+    bad = tmp_path / "nseg-bad.arrow"
+    bad.write_bytes(data[:-cut] if isinstance(cut, int) else data[: int(len(data) * cut)])
+    with pytest.raises(landing.NormalizedSegmentError, match="not a (readable )?normalized segment"):
+        landing.read_normalized_segment(bad)

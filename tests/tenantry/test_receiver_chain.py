@@ -302,3 +302,37 @@ def test_without_a_chain_the_receiver_still_lands_raw_segments(tmp_path):
     with Receiver(tmp_path, http_listen="127.0.0.1:0", grpc_listen=None, flush_interval_s=0.01) as r:
         export_spans(r, sdk_spans(["acme"]), "http")
     assert len(landing.list_segments(tmp_path)) == 1 and landing.list_normalized_segments(tmp_path) == []
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_compressed_landing_is_read_by_the_pipeline_like_plain(tmp_path, codec, monkeypatch):
+    """Both kinds of segment, compressed, land and read back; the batch pipeline needs no option."""
+    from pipelines.batch import run_batch
+
+    used = []
+    for name in ("write_segment", "write_normalized_segment"):
+        real = getattr(landing, name)
+        monkeypatch.setattr(landing, name, lambda *a, _real=real, _name=name, **k: (
+            used.append((_name, k.get("compression"))), _real(*a, **k))[1])
+    spans = sdk_spans(["acme", "globex", "acme"], {"note": "x" * 200})
+    with Receiver(tmp_path / "norm", http_listen="127.0.0.1:0", grpc_listen=None, chain=chain(),
+                  flush_interval_s=0.01, compression=codec) as r:
+        export_spans(r, spans, "http")
+    with Receiver(tmp_path / "raw", http_listen="127.0.0.1:0", grpc_listen=None,
+                  flush_interval_s=0.01, compression=codec) as r:
+        export_spans(r, spans, "http")
+    assert sorted(s["tenant_id"] for s in landed(tmp_path / "norm")["spans"]) == ["acme", "acme", "globex"]
+    (raw,) = landing.list_segments(tmp_path / "raw")
+    assert [sig for sig, _ in landing.iter_requests(raw)] == ["traces"]
+    assert sorted(set(used)) == [("write_normalized_segment", codec), ("write_segment", codec)]
+    for folder in ("norm", "raw"):
+        report = run_batch([tmp_path / folder], tmp_path / f"wh-{folder}")
+        assert report.rows["spans"] == 3 and report.balanced
+
+
+@pytest.mark.parametrize("codec", ["gzip", "", "lz4; rm -rf /"])
+def test_an_unknown_landing_codec_fails_at_construction(tmp_path, codec):
+    for c in (None, chain()):
+        with pytest.raises(ReceiverConfigError, match="segment compression .* is not one of none, lz4, zstd"):
+            Receiver(tmp_path, http_listen="127.0.0.1:0", grpc_listen=None, chain=c, compression=codec)
+    assert not any(tmp_path.iterdir())
