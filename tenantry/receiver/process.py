@@ -58,6 +58,16 @@ class _FallBack(Exception):
 storage_processors = split_samplers
 
 
+def check_compression(compression: str | None) -> str | None:
+    """``compression`` if it names a codec of :data:`tenantry.landing.COMPRESSIONS`, else
+    :class:`ReceiverConfigError` (at construction, before anything is received)."""
+    try:
+        landing.ipc_options(compression)
+    except ValueError as e:
+        raise ReceiverConfigError(f"Receiver: {e}") from None
+    return compression
+
+
 class ChainLander:
     """Write function for :class:`GroupCommitWriter`: ``(landing_dir, records) -> segment path``
     (see the module docstring). Thread-safe counters in :meth:`stats`."""
@@ -74,11 +84,7 @@ class ChainLander:
         self.chain = Chain(run, name="receiver")
         self.deferred = [p.name for p in samplers]
         self.digest = landing.chain_digest(chain)
-        try:
-            landing.ipc_options(compression)
-        except ValueError as e:
-            raise ReceiverConfigError(f"Receiver: {e}") from None
-        self.compression = compression
+        self.compression = check_compression(compression)
         self._lock = threading.Lock()
         self._counters: Counter = Counter()
 

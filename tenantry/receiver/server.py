@@ -27,7 +27,7 @@ from tenantry import landing as landing_lib
 from tenantry.receiver import grpc as grpc_front
 from tenantry.receiver import http as http_front
 from tenantry.receiver.errors import ReceiverConfigError, ReceiverError
-from tenantry.receiver.process import ChainLander
+from tenantry.receiver.process import ChainLander, check_compression
 from tenantry.receiver.writer import (
     DEFAULT_FLUSH_BYTES,
     DEFAULT_FLUSH_INTERVAL_S,
@@ -107,10 +107,7 @@ class Receiver:
         self._grpc_addr = parse_listen(grpc_listen, "grpc_listen", allow_remote) if grpc_listen else None
         self.max_body_bytes = max_body_bytes
         self.shutdown_timeout_s = shutdown_timeout_s
-        try:
-            landing_lib.ipc_options(compression)
-        except ValueError as e:
-            raise ReceiverConfigError(f"Receiver: {e}") from None
+        check_compression(compression)
         # validated before anything else is built, so a bad chain fails at construction
         self.lander = ChainLander(chain, compression) if chain is not None else None
         write = self.lander
