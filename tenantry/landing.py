@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from tenantry import schemas
@@ -258,13 +259,13 @@ def read_normalized_segment(path: str | Path) -> tuple[dict[str, pa.Table], dict
         raise NormalizedSegmentError(f"{path}: not a normalized segment (schema {outer.schema.names}, "
                                      f"format {meta.get(META_FORMAT)!r}; expected {NORMALIZED_FORMAT!r})")
     tables: dict[str, pa.Table] = {}
-    data = outer.column("data")
+    data = _values(outer.column("data"))
     for i, (table, rows) in enumerate(zip(outer.column("table").to_pylist(), outer.column("rows").to_pylist())):
         if table not in NORMALIZED_TABLES or table in tables:
             raise NormalizedSegmentError(f"{path}: row {i} holds table {table!r}; expected each of "
                                          f"{', '.join(NORMALIZED_TABLES)} at most once")
         try:
-            got = pa.ipc.open_stream(data[i].as_buffer()).read_all()
+            got = pa.ipc.open_stream(data[i]).read_all()
         except pa.ArrowInvalid as e:
             raise NormalizedSegmentError(f"{path}: table {table!r} is not a readable Arrow stream: {e}") from None
         if got.num_rows != rows or not got.schema.equals(schemas.LAKE_TABLES[table], check_metadata=False):
@@ -272,6 +273,17 @@ def read_normalized_segment(path: str | Path) -> tuple[dict[str, pa.Table], dict
                                          f"with columns {got.schema.names}; expected schemas.LAKE_TABLES[{table!r}]")
         tables[table] = got.replace_schema_metadata(None)
     return tables, meta
+
+
+def _values(column: pa.ChunkedArray) -> list[pa.Buffer]:
+    """Each value of a large_binary column as a zero-copy slice of its data buffer (indexing the
+    column would copy every value into a scalar first: the whole segment, once more)."""
+    out = []
+    for chunk in column.chunks:
+        _validity, offsets, values = chunk.buffers()
+        offs = np.frombuffer(offsets, np.int64, len(chunk) + 1, chunk.offset * 8)
+        out.extend(values.slice(int(a), int(b - a)) for a, b in zip(offs[:-1], offs[1:]))
+    return out
 
 
 def normalized_segment_metadata(path: str | Path) -> dict[str, str]:

@@ -276,6 +276,8 @@ typedef struct {
     const char *wanted[MAX_WANTED];
     size_t wanted_len[MAX_WANTED];
     Buf found[MAX_WANTED];
+    /* decode_scopes: per ScopeSpans message, (spans, offset of its scope message or -1, length) */
+    Buf groups;
 } Out;
 
 static void out_free(Out *o) {
@@ -286,6 +288,7 @@ static void out_free(Out *o) {
     for (int i = 0; i < N_NUM; i++) free(o->num[i].p);
     free(o->attrs);
     for (int i = 0; i < MAX_WANTED; i++) free(o->found[i].p);
+    free(o->groups.p);
 }
 
 static int64_t as_enum(uint64_t raw) { return (int64_t)(int32_t)(uint32_t)(raw & 0xFFFFFFFFu); }
@@ -456,6 +459,38 @@ static int decode_span(Out *o, const uint8_t *s, const uint8_t *end, int32_t *at
     return finish_record(o, (uint64_t)k, start, stop, (uint64_t)c, n_attrs, attr_total);
 }
 
+/* One serialized ScopeSpans: its spans (field 2) as decode_span takes them, then its span count and
+ * where its scope message (field 1) is, for the caller to parse. Schema URLs (3) must be UTF-8, as
+ * upb requires; a second scope (upb would merge the two) or a wrong wire type falls back.
+ * 1 ok, 0 fall back, -1 out of memory. */
+static int decode_scope_spans(Out *o, const uint8_t *s, const uint8_t *end, int32_t *attr_total) {
+    const uint8_t *p = s;
+    Field f;
+    int r;
+    int64_t info[3] = {0, -1, 0}; /* spans, scope offset, scope length */
+    while ((r = next_field(&p, end, &f)) == 1) {
+        switch (f.field) {
+        case 1:
+            if (f.wire != 2 || info[1] >= 0) return 0;
+            info[1] = (int64_t)(f.start - s);
+            info[2] = (int64_t)f.value;
+            break;
+        case 2:
+            if (f.wire != 2) return 0;
+            if ((r = decode_span(o, f.start, f.start + f.value, attr_total)) != 1) return r;
+            info[0]++;
+            break;
+        case 3:
+            if (f.wire != 2 || !utf8_ok(f.start, (size_t)f.value)) return 0;
+            break;
+        default:
+            break; /* unknown fields: skipped, as upb keeps them aside */
+        }
+    }
+    if (r < 0) return 0;
+    return buf_put(&o->groups, info, sizeof info) ? -1 : 1;
+}
+
 /* One log record (what the upb path of tenantry.otlp.logs reads from it); 1 ok, 0 fall back,
  * -1 out of memory. A body that is not one scalar, or that appears twice (upb would merge the
  * two), falls back. */
@@ -527,11 +562,13 @@ PyDoc_STRVAR(decode_doc,
 "(int32 offsets, data, uint8 validity per value), then attribute offsets per span (int32),\n"
 "kind (int64), start and end (uint64), status code (int64), then per key in lookup the index\n"
 "(int32) of the span's attribute with that key and a non-empty value, or -1.\n"
+"A last bytes object is empty here (decode_scopes fills it).\n"
 "None: use the numpy decoder.");
 
 typedef int (*RecordFn)(Out *, const uint8_t *, const uint8_t *, int32_t *);
 
-static PyObject *run(PyObject *args, RecordFn one) {
+/* ``one`` over every item of a list of bytes; ``groups``: the items hold many records each. */
+static PyObject *run(PyObject *args, RecordFn one, int groups) {
     PyObject *arg, *wanted = NULL;
     if (!PyArg_ParseTuple(args, "O|O!", &arg, &PyTuple_Type, &wanted)) return NULL;
     if (wanted && PyTuple_GET_SIZE(wanted) > MAX_WANTED) {
@@ -577,7 +614,8 @@ static PyObject *run(PyObject *args, RecordFn one) {
     for (Py_ssize_t i = 0; i < n; i++) total += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(items, i));
     /* (at most 64 MiB each up front: a huge request grows its buffers as it goes) */
     const size_t most = (size_t)64 << 20;
-    size_t ids = 32 * (size_t)n < most ? 32 * (size_t)n : most;
+    size_t ids = groups ? total : 32 * (size_t)n; /* a span's 16 id bytes take 18 or more */
+    if (ids > most) ids = most;
     if (total > most) total = most;
     if (r == 1 && (buf_grow(&o.text[3].data, total) || buf_grow(&o.keys.data, total) || buf_grow(&o.vals.data, total) ||
                    buf_grow(&o.text[0].data, ids) || buf_grow(&o.text[1].data, ids / 2)))
@@ -599,7 +637,7 @@ static PyObject *run(PyObject *args, RecordFn one) {
         out_free(&o);
         Py_RETURN_NONE;
     }
-    PyObject *res = PyTuple_New(7 * 3 + 5 + o.n_wanted);
+    PyObject *res = PyTuple_New(7 * 3 + 5 + o.n_wanted + 1);
     if (!res) {
         out_free(&o);
         return NULL;
@@ -613,6 +651,7 @@ static PyObject *run(PyObject *args, RecordFn one) {
     PyTuple_SET_ITEM(res, k++, bytes_of(&o.attr_offs));
     for (int i = 0; i < N_NUM; i++) PyTuple_SET_ITEM(res, k++, bytes_of(&o.num[i]));
     for (int w = 0; w < o.n_wanted; w++) PyTuple_SET_ITEM(res, k++, bytes_of(&o.found[w]));
+    PyTuple_SET_ITEM(res, k++, bytes_of(&o.groups));
     out_free(&o);
     for (int i = 0; i < k; i++)
         if (!PyTuple_GET_ITEM(res, i)) {
@@ -624,7 +663,7 @@ static PyObject *run(PyObject *args, RecordFn one) {
 
 static PyObject *decode(PyObject *self, PyObject *args) {
     (void)self;
-    return run(args, decode_span);
+    return run(args, decode_span, 0);
 }
 
 PyDoc_STRVAR(decode_logs_doc,
@@ -636,10 +675,62 @@ PyDoc_STRVAR(decode_logs_doc,
 
 static PyObject *decode_logs(PyObject *self, PyObject *args) {
     (void)self;
-    return run(args, decode_log);
+    return run(args, decode_log, 0);
+}
+
+PyDoc_STRVAR(decode_scopes_doc,
+"decode_scopes(scope_spans: list[bytes], lookup: tuple[bytes, ...] = ()) -> tuple | None\n\n"
+"Like decode() for serialized ScopeSpans messages (their spans, in order), so no Python object\n"
+"is made per span. The last bytes object holds three int64 per ScopeSpans: its number of spans,\n"
+"the offset of its scope message in it (-1: none) and that message's length.\n"
+"None: use decode() on the spans.");
+
+static PyObject *decode_scopes(PyObject *self, PyObject *args) {
+    (void)self;
+    return run(args, decode_scope_spans, 1);
+}
+
+PyDoc_STRVAR(top_counts_doc,
+"top_counts(bodies: list[bytes]) -> bytes | None\n\n"
+"The number of top-level field-1 entries (resource_spans, resource_logs, ...) of each serialized\n"
+"request, as int64; None when a body has any other top-level field or is malformed there.");
+
+static PyObject *top_counts(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "expected a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    PyObject *res = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (!res) return NULL;
+    int64_t *counts = (int64_t *)PyBytes_AS_STRING(res);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(arg, i);
+        if (!PyBytes_Check(item)) {
+            Py_DECREF(res);
+            PyErr_SetString(PyExc_TypeError, "expected a list of bytes");
+            return NULL;
+        }
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(item), *end = p + PyBytes_GET_SIZE(item);
+        Field f;
+        int r;
+        counts[i] = 0;
+        while ((r = next_field(&p, end, &f)) == 1) {
+            if (f.field != 1 || f.wire != 2) break;
+            counts[i]++;
+        }
+        if (r != 0) { /* another field, or malformed */
+            Py_DECREF(res);
+            Py_RETURN_NONE;
+        }
+    }
+    return res;
 }
 
 static PyMethodDef methods[] = {
+    {"decode_scopes", decode_scopes, METH_VARARGS, decode_scopes_doc},
+    {"top_counts", top_counts, METH_O, top_counts_doc},
     {"decode", decode, METH_VARARGS, decode_doc},
     {"decode_logs", decode_logs, METH_VARARGS, decode_logs_doc},
     {NULL, NULL, 0, NULL},

@@ -82,7 +82,7 @@ def decode_log_bytes(body: bytes, ingest_batch: str):
     got = c_columns("decode_logs", records)
     if got is None:
         return None
-    attrs, text, num = got
+    attrs, text, num, _ = got
     cols = {"trace_id": text[0], "span_id": text[1], "severity_text": text[2], "body": text[3],
             "event_name": text[4], "time": num[0].view(np.uint64), "observed": num[1].view(np.uint64),
             "severity": num[2]}

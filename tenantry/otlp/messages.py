@@ -99,6 +99,10 @@ LITE_CLASSES = _build_lite_classes()
 #: traces request whose spans are left as raw bytes, for the numpy span decoder (tenantry.otlp.wire)
 SPAN_BYTES_REQUEST = _build_lite_classes(
     {"opentelemetry/proto/trace/v1/trace.proto": {"ScopeSpans": ("spans",)}})["traces"]
+#: traces request whose ScopeSpans are left as raw bytes, for the C decoder's decode_scopes (no Python
+#: object per span at all)
+SCOPE_BYTES_REQUEST = _build_lite_classes(
+    {"opentelemetry/proto/trace/v1/trace.proto": {"ResourceSpans": ("scope_spans",)}})["traces"]
 #: logs request whose log records are left as raw bytes, for the C decoder (tenantry/otlp/_fastspans.c)
 LOG_BYTES_REQUEST = _build_lite_classes(
     {"opentelemetry/proto/logs/v1/logs.proto": {"ScopeLogs": ("log_records",)}})["logs"]
@@ -106,3 +110,4 @@ LOG_BYTES_REQUEST = _build_lite_classes(
 KeyValue = common_pb2.KeyValue
 AnyValue = common_pb2.AnyValue
 Status = trace_pb2.Status
+InstrumentationScope = common_pb2.InstrumentationScope

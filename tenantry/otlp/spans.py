@@ -35,7 +35,7 @@ from tenantry.otlp.attrs import (
     decode_attribute_regions,
     padded_buffer,
 )
-from tenantry.otlp.messages import SPAN_BYTES_REQUEST, Status
+from tenantry.otlp.messages import SCOPE_BYTES_REQUEST, SPAN_BYTES_REQUEST, InstrumentationScope, Status
 
 #: below this many spans the upb path is cheaper than the numpy set-up
 FAST_MIN_SPANS = 64
@@ -166,30 +166,31 @@ _LOOKUP = (schemas.TENANT_ID_KEY, schemas.TENANT_TIER_KEY, schemas.USER_ID_KEY)
 _LOOKUP_BYTES = tuple(k.encode() for k in _LOOKUP)
 
 
-def _decode_c(flat: list):
-    """(attribute columns, span columns) of serialized spans from the C decoder, or None when
-    it defers (to the numpy decoder)."""
-    got = c_columns("decode", flat)
+def _decode_c(flat: list, decoder: str = "decode"):
+    """(attribute columns, span columns, rest of the output) of serialized spans (or, with
+    ``decoder="decode_scopes"``, ScopeSpans) from the C decoder, or None when it defers."""
+    got = c_columns(decoder, flat)
     if got is None:
         return None
-    attrs, text, num = got
+    attrs, text, num, rest = got
     return attrs, {
         "trace_id": text[0], "span_id": text[1], "parent_span_id": text[2], "name": text[3],
         "status_message": text[4],
         "kind": num[0], "start": num[1].view(np.uint64), "end": num[2].view(np.uint64), "status_code": num[3],
-    }
+    }, rest
 
 
-def c_columns(decoder: str, flat: list):
-    """(attribute columns, five text columns, four int64 columns) of serialized records from the C
-    accelerator's ``decoder`` (``"decode"``: spans, ``"decode_logs"``: log records), or None when
-    the accelerator is not in use or defers."""
+def c_columns(decoder: str, items: list):
+    """(attribute columns, five text columns, four int64 columns, the decoder's further outputs) of
+    serialized records from the C accelerator's ``decoder`` (``"decode"``: spans,
+    ``"decode_scopes"``: the spans of ScopeSpans messages, ``"decode_logs"``: log records), or None
+    when the accelerator is not in use or defers."""
     if _fastspans is None:
         return None
-    out = getattr(_fastspans, decoder)(flat, _LOOKUP_BYTES)
+    out = getattr(_fastspans, decoder)(items, _LOOKUP_BYTES)
     if out is None:
         return None
-    n = len(flat)
+    n = len(out[2])  # a validity byte per record
     text = [_c_strings(*out[i:i + 3], n) for i in range(0, 15, 3)]
     n_attrs = len(out[17])  # a validity byte per attribute
     keys = _c_strings(*out[15:18], n_attrs)
@@ -199,11 +200,11 @@ def c_columns(decoder: str, flat: list):
     maps = pa.MapArray.from_arrays(offsets, keys, values, type=schemas.ATTRS)
     record = np.repeat(np.arange(n, dtype=np.int64), np.diff(attr_offs))
     found = {}
-    for key, buf in zip(_LOOKUP, out[26:]):
+    for key, buf in zip(_LOOKUP, out[26:26 + len(_LOOKUP)]):
         at = np.frombuffer(buf, np.int32)
         found[key] = values.take(pa.array(at, mask=at < 0)) if n_attrs else pa.nulls(n, pa.string())
     attrs = AttrColumns(maps, keys, values, record, {}, found=found)
-    return attrs, text, [np.frombuffer(out[i], np.int64) for i in range(22, 26)]
+    return attrs, text, [np.frombuffer(out[i], np.int64) for i in range(22, 26)], out[26 + len(_LOOKUP):]
 
 
 # -- the numpy fast path -------------------------------------------------------------------------
@@ -257,7 +258,10 @@ def _as_enum(raw: np.ndarray) -> np.ndarray:
 
 
 def decode_span_bytes(body: bytes, ingest_batch: str):
-    """(spans, quarantine) decoded with numpy, or None when the upb path must be used."""
+    """(spans, quarantine) decoded with C or numpy, or None when the upb path must be used."""
+    got = _decode_scopes(body, ingest_batch)
+    if got is not None:
+        return got
     try:
         req = SPAN_BYTES_REQUEST.FromString(body)
     except (DecodeError, RecursionError):
@@ -270,27 +274,93 @@ def decode_span_bodies(bodies: list[bytes], ingest_batches: list[str]):
     ``ingest_batch`` from its body), or None when any of them needs the per-body path.
 
     Equal to decoding each body with :func:`decode_span_bytes` and concatenating, and faster for
-    small requests, whose cost is largely the numpy decoder's per-call overhead.
+    small requests, whose cost is largely the decoders' per-call overhead.
     Serialized messages concatenate into one whose repeated fields are appended in order, so
     the bodies are parsed as one request; a scan of their top-level fields tells which resource
     came from which body.
     """
     if not bodies:
         return None
-    data, offs = padded_buffer(bodies)
-    top = wire.scan(data, offs[:-1], offs[1:])
-    # only resource_spans (field 1) at the top level, else each body goes its own way
-    if not top.ok.all() or (top.field != 1).any() or (top.wire != wire.LEN).any():
+    per_body = _resources_per_body(list(bodies))
+    if per_body is None:  # not only resource_spans at the top level: each body goes its own way
         return None
+    joined = b"".join(bodies)
+    batches = pa.array(ingest_batches, pa.string()).take(pa.array(np.repeat(np.arange(len(bodies)), per_body)))
+    got = _decode_scopes(joined, batches, int(per_body.sum()))
+    if got is not None:
+        return got
     try:
-        req = SPAN_BYTES_REQUEST.FromString(b"".join(bodies))
+        req = SPAN_BYTES_REQUEST.FromString(joined)
     except (DecodeError, RecursionError):
         return None
-    per_body = np.bincount(top.msg, minlength=len(bodies))
     if int(per_body.sum()) != len(req.resource_spans):
         return None
-    batches = pa.array(ingest_batches, pa.string()).take(pa.array(np.repeat(np.arange(len(bodies)), per_body)))
     return _decode_parsed(req, batches)
+
+
+def _resources_per_body(bodies: list[bytes]) -> np.ndarray | None:
+    """How many resource_spans each body holds, or None when one has another top-level field or
+    is malformed there."""
+    if _fastspans is not None and hasattr(_fastspans, "top_counts"):
+        counts = _fastspans.top_counts(bodies)
+        return None if counts is None else np.frombuffer(counts, np.int64)
+    data, offs = padded_buffer(bodies)
+    top = wire.scan(data, offs[:-1], offs[1:])
+    if not top.ok.all() or (top.field != 1).any() or (top.wire != wire.LEN).any():
+        return None
+    return np.bincount(top.msg, minlength=len(bodies))
+
+
+def _decode_scopes(body: bytes, ingest_batch, n_resources: int | None = None):
+    """(spans, quarantine) from the C decoder reading whole ScopeSpans messages (upb parses only
+    down to them, so no Python object is made per span), or None when the accelerator is not in
+    use or defers, or the request holds no spans (the caller then takes the per-span path, which
+    gives the same tables). ``ingest_batch``: one id, or one per resource_spans (an Arrow array)."""
+    if _fastspans is None or not hasattr(_fastspans, "decode_scopes"):
+        return None
+    try:
+        req = SCOPE_BYTES_REQUEST.FromString(body)
+    except (DecodeError, RecursionError):
+        return None
+    if n_resources is not None and len(req.resource_spans) != n_resources:
+        return None
+    res_lists, blobs, blob_res = [], [], []
+    for ri, rs in enumerate(req.resource_spans):
+        res_lists.append(rs.resource.attributes)
+        for blob in rs.scope_spans:
+            blobs.append(blob)
+            blob_res.append(ri)
+    if not blobs:
+        return None
+    got = _decode_c(blobs, "decode_scopes")
+    if got is None:
+        return None
+    attrs, cols, rest = got
+    info = np.frombuffer(rest[0], np.int64).reshape(-1, 3)  # (spans, scope offset, scope length)
+    names = _scope_names(blobs, info)
+    sizes = info[:, 0].tolist()
+    n = sum(sizes)
+    if names is None or n == 0:
+        return None
+    return _build(n, res_lists, names, blob_res, sizes, attrs, cols, ingest_batch, {})
+
+
+def _scope_names(blobs: list[bytes], info: np.ndarray) -> list | None:
+    """The instrumentation scope name of each ScopeSpans (None: no scope or no name), each distinct
+    scope message parsed once; None when one does not parse (the per-span path then decides)."""
+    names, parsed = [], {}
+    for blob, (_, at, length) in zip(blobs, info.tolist()):
+        if at < 0:
+            names.append(None)
+            continue
+        raw = blob[at:at + length]
+        if raw not in parsed:
+            try:
+                parsed[raw] = InstrumentationScope.FromString(raw).name or None
+            except (DecodeError, RecursionError):
+                return None
+        names.append(parsed[raw])
+    return names
 
 
 def _decode_parsed(req, ingest_batch):
@@ -302,7 +372,7 @@ def _decode_parsed(req, ingest_batch):
     if n and _fastspans is not None:
         got = _decode_c(flat)
         if got is not None:
-            attrs, cols = got
+            attrs, cols, _ = got
             return _build(n, res_lists, scope_names, scope_res, scope_sizes, attrs, cols, ingest_batch, {})
     if n < FAST_MIN_SPANS:
         return None

@@ -279,3 +279,142 @@ def test_decode_request_uses_the_c_log_decoder_and_falls_back(monkeypatch):
     assert out["usage_events"].num_rows == 5 and not calls  # the C path answered
     monkeypatch.setattr(spans_mod, "_fastspans", None)
     assert decode_request("logs", body, "b")["usage_events"].equals(out["usage_events"]) and calls
+
+
+# -- whole ScopeSpans (decode_scopes: upb stops at them, so no Python object per span) -------------
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+
+from tenantry.otlp.messages import SCOPE_BYTES_REQUEST  # noqa: E402
+
+
+def scope_blobs(body: bytes) -> list[bytes]:
+    return [b for rs in SCOPE_BYTES_REQUEST.FromString(body).resource_spans for b in rs.scope_spans]
+
+
+def span_path(body: bytes, ingest="b"):
+    """The per-span C path (what decode_span_bytes did before the scope path)."""
+    return spans_mod._decode_parsed(SPAN_BYTES_REQUEST.FromString(body), ingest)
+
+
+def mixed_request() -> ExportTraceServiceRequest:
+    """Three resources; scopes named, unnamed, absent, empty, with a schema URL and attributes."""
+    req = ExportTraceServiceRequest()
+    for r in range(3):
+        req.resource_spans.add().CopyFrom(trace_request(
+            [{"attrs": {"tenant.id": f"t{r}-{i}", "n": i}, "name": f"r{r}-op{i}"} for i in range(4 + r)],
+            resource={"service.name": f"svc-{r}"}, scope=f"lib-{r}").resource_spans[0])
+        rs = req.resource_spans[r]
+        unnamed = rs.scope_spans.add()
+        unnamed.scope.version = "1.0"
+        unnamed.schema_url = "https://opentelemetry.io/schemas/1.21.0 ∂"
+        unnamed.spans.add(name="unnamed-scope", trace_id=bytes(16), span_id=bytes(8))
+        rs.scope_spans.add()  # a scope with no spans at all
+        bare = rs.scope_spans.add()  # no scope message
+        bare.spans.add(name="no-scope")
+        named = rs.scope_spans[0]
+        named.scope.attributes.extend([kv("scope.attr", "x")])
+    return req
+
+
+def test_scope_path_equals_the_span_path_and_upb():
+    body = mixed_request().SerializeToString()
+    assert fast.decode_scopes(scope_blobs(body), spans_mod._LOOKUP_BYTES) is not None
+    got = spans_mod._decode_scopes(body, "b")
+    want = span_path(body)
+    assert got[0].equals(want[0]) and got[1].equals(want[1])
+    assert got[0].equals(upb(body)[0])
+    spans = got[0]
+    assert spans.num_rows == 4 + 5 + 6 + 3 * 2
+    assert spans.column("scope_name").to_pylist().count(None) == 6  # unnamed and bare scopes
+    assert spans.column("service_name").to_pylist()[-1] == "svc-2"
+
+
+def test_scope_path_skips_unknown_fields_like_upb():
+    body = mixed_request().SerializeToString()
+    lite = SCOPE_BYTES_REQUEST.FromString(body)
+    blob = lite.resource_spans[1].scope_spans[0]
+    lite.resource_spans[1].scope_spans[0] = b"\x28\x07" + blob + b"\x31" + bytes(8)  # fields 5 and 6: unknown
+    body2 = lite.SerializeToString()
+    got = spans_mod._decode_scopes(body2, "b")
+    assert got is not None and got[0].equals(upb(body2)[0]) and got[0].equals(upb(body)[0])
+
+
+@pytest.mark.parametrize("case", ["scope twice", "schema url not utf-8", "spans as varint", "scope as varint",
+                                  "truncated span", "truncated scope spans", "bad scope message"])
+def test_scope_path_defers_and_decode_request_still_agrees_with_upb(case):
+    body = mixed_request().SerializeToString()
+    lite = SCOPE_BYTES_REQUEST.FromString(body)
+    blob = lite.resource_spans[0].scope_spans[0]
+    one_span = span_bytes(trace_request([{"attrs": {"tenant.id": "t"}}]))[0]
+    mutated = {
+        "scope twice": blob + b"\x0a\x04\x0a\x02zz",  # upb merges the two scope messages: C defers
+        "schema url not utf-8": blob + b"\x1a\x02\xc3\x28",
+        "spans as varint": blob + b"\x10\x01",
+        "scope as varint": blob + b"\x08\x01",
+        "truncated span": blob[:-3],
+        "truncated scope spans": blob + b"\x12\x10ab",
+        "bad scope message": b"\x0a\x03\x0a\x05a" + b"\x12" + bytes([len(one_span)]) + one_span,  # name past its end
+    }[case]
+    lite.resource_spans[0].scope_spans[0] = mutated
+    body2 = lite.SerializeToString()
+    assert spans_mod._decode_scopes(body2, "b") is None
+    got = decode_request("traces", body2, "b")
+    try:
+        want = upb(body2)
+    except Exception:  # noqa: BLE001 - upb refuses the whole request: one quarantine row says so
+        assert got["spans"].num_rows == 0 and got["quarantine"].column("table").to_pylist() == ["request"]
+        return
+    assert got["spans"].equals(want[0]) and got["quarantine"].equals(want[1])
+    if case == "scope twice":
+        assert got["spans"].column("scope_name")[0].as_py() == "zz"
+
+
+def test_random_corruption_of_scope_spans_agrees_with_upb_whenever_c_answers():
+    rnd = random.Random(5)
+    body = mixed_request().SerializeToString()
+    answered = 0
+    for _ in range(300):
+        m = bytearray(body)
+        for _ in range(rnd.randrange(1, 4)):
+            m[rnd.randrange(len(m))] = rnd.randrange(256)
+        m = bytes(m)
+        got = spans_mod._decode_scopes(m, "b")
+        if got is None:
+            continue
+        answered += 1
+        try:
+            want = upb(m)
+        except Exception:  # noqa: BLE001 - upb refuses what the scope class accepted
+            continue
+        assert got[0].equals(want[0]) and got[1].equals(want[1])
+    assert answered > 50
+
+
+def test_many_bodies_decode_together_like_each_alone():
+    bodies = [trace_request([{"attrs": {"tenant.id": f"t{b}-{i}"}} for i in range(b + 1)],
+                            resources=1 + b % 2).SerializeToString() for b in range(6)]
+    bodies.append(mixed_request().SerializeToString())
+    ids = [f"batch-{b}" for b in range(len(bodies))]
+    together = spans_mod.decode_span_bodies(bodies, ids)
+    alone = [spans_mod.decode_span_bytes(b, i) for b, i in zip(bodies, ids)]
+    import pyarrow as pa
+    assert together[0].equals(pa.concat_tables([a[0] for a in alone]))
+    assert together[0].column("ingest_batch").to_pylist()[-1] == "batch-6"
+
+
+def test_top_counts_counts_resources_and_refuses_anything_else():
+    bodies = [trace_request([{}], resources=r).SerializeToString() for r in (1, 3, 2)]
+    import numpy as np
+    assert np.frombuffer(fast.top_counts(bodies), np.int64).tolist() == [1, 3, 2]
+    assert fast.top_counts([]) == b""
+    assert fast.top_counts([b""]) == bytes(8)  # an empty request holds no resources
+    assert fast.top_counts(bodies + [b"\x10\x01"]) is None  # another top-level field
+    assert fast.top_counts([b"\x0a\xff\xff\xff\xff\x0f"]) is None  # a length past the body
+    assert fast.top_counts([b"\x80" * 20]) is None
+    with pytest.raises(TypeError):
+        fast.top_counts(["text"])
+    with pytest.raises(TypeError):
+        fast.top_counts(b"not a list")
+    with pytest.raises(TypeError):
+        fast.decode_scopes([1])
