@@ -137,6 +137,16 @@ def _classify(path: Path) -> InputFile | None:
     return None
 
 
+def _classify_all(paths: list[Path]) -> Iterator[InputFile | None]:
+    """:func:`_classify` of each path, in order. Classifying hashes the content of OTLP and Parquet
+    files (their ingest ids), which releases the GIL: many files are hashed on two threads."""
+    if len(paths) < 8:
+        yield from map(_classify, paths)
+        return
+    with cf.ThreadPoolExecutor(2, thread_name_prefix="tenantry-discover") as pool:
+        yield from pool.map(_classify, paths)
+
+
 def discover(paths: list[str | Path]) -> list[InputFile]:
     """Every readable input under ``paths``, in a stable order. Raises :class:`InputError` for a
     missing path or a named file of an unsupported kind."""
@@ -145,8 +155,7 @@ def discover(paths: list[str | Path]) -> list[InputFile]:
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
         candidates = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
-        for c in candidates:
-            inp = _classify(c)
+        for c, inp in zip(candidates, _classify_all(candidates)):
             if inp is None:
                 if not p.is_dir():
                     raise InputError(f"{c}: not a supported input; tenantry reads {SUPPORTED}")

@@ -50,3 +50,30 @@ def test_a_failed_background_write_fails_the_pipeline(tmp_path, monkeypatch):
     bad = ("spans", "bad part name!", synthetic.spans(10))  # not a valid file name: write_part raises
     with pytest.raises(Exception, match="not allowed"), beam.Pipeline(runner=FnApiRunner()) as p:
         p | beam.Create([good, bad]) | beam.ParDo(io.WriteLake(str(tmp_path / "wh"), "r1"))
+
+
+def test_discover_hashes_many_files_in_parallel_in_a_stable_order(tmp_path):
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tenantry.otlp.files import content_id
+
+    names = [f"req-{i:03d}.pb" for i in range(40)]
+    for i, name in enumerate(reversed(names)):  # written in the opposite order
+        req = ExportTraceServiceRequest()
+        req.resource_spans.add().scope_spans.add().spans.add(name=f"op-{i}", trace_id=bytes(16), span_id=bytes(8))
+        (tmp_path / name).write_bytes(req.SerializeToString())
+    (tmp_path / "copy.pb").write_bytes((tmp_path / names[5]).read_bytes())  # same content: one input
+    (tmp_path / "notes.txt").write_text("not an input")
+    found = io.discover([tmp_path])
+    # sorted by name; the copy sorts first, so it stands for the content it shares with req-005
+    expect = ["copy.pb", *(n for n in names if n != names[5])]
+    assert [f.path for f in found] == [str(tmp_path / n) for n in expect]
+    assert [f.ingest_id for f in found] == [content_id(tmp_path / n) for n in expect]
+
+
+def test_discover_reports_a_bad_file_among_many(tmp_path):
+    for i in range(20):
+        pq.write_table(synthetic.spans(10, tenants=2, seed=i), tmp_path / f"spans-{i:02d}.parquet")
+    (tmp_path / "spans-07.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(io.InputError, match="spans-07.parquet: not a readable Parquet file"):
+        io.discover([tmp_path])
