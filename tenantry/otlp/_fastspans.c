@@ -44,9 +44,41 @@ static inline int buf_grow(Buf *b, size_t extra) {
     return b->len + extra <= b->cap ? 0 : buf_realloc(b, extra);
 }
 
+/* memcpy for the short strings that dominate (keys, values, names): overlapping word copies
+ * inline, instead of a call into libc per string. Reads and writes exactly [0, n). */
+static inline void copy_short(char *dst, const uint8_t *src, size_t n) {
+    if (n > 16 && n <= 32) {
+        uint64_t a, b, c, d;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + 8, 8);
+        memcpy(&c, src + n - 16, 8);
+        memcpy(&d, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + 8, &b, 8);
+        memcpy(dst + n - 16, &c, 8);
+        memcpy(dst + n - 8, &d, 8);
+    } else if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, src, 8);
+        memcpy(&b, src + n - 8, 8);
+        memcpy(dst, &a, 8);
+        memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + n - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + n - 4, &b, 4);
+    } else if (n < 4) {
+        for (size_t i = 0; i < n; i++) dst[i] = (char)src[i];
+    } else {
+        memcpy(dst, src, n);
+    }
+}
+
 static inline int buf_put(Buf *b, const void *src, size_t n) {
     if (buf_grow(b, n)) return -1;
-    if (n) memcpy(b->p + b->len, src, n);
+    copy_short(b->p + b->len, (const uint8_t *)src, n);
     b->len += n;
     return 0;
 }
@@ -114,7 +146,24 @@ static inline int next_field(const uint8_t **p, const uint8_t *end, Field *f) {
 
 /* ---- UTF-8 (as strict as upb and Arrow: no surrogates, no overlongs, max U+10FFFF) ------- */
 
+/* Whether [s, s + n) is all ASCII: word at a time, the tail as one more (overlapping) word. */
+static inline int ascii_only(const uint8_t *s, size_t n) {
+    uint64_t acc = 0, w;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+            memcpy(&w, s + i, 8);
+            acc |= w;
+        }
+        memcpy(&w, s + n - 8, 8);
+        acc |= w;
+    } else {
+        for (size_t i = 0; i < n; i++) acc |= s[i];
+    }
+    return (acc & 0x8080808080808080ULL) == 0;
+}
+
 static inline int utf8_ok(const uint8_t *s, size_t n) {
+    if (ascii_only(s, n)) return 1;
     size_t i = 0;
     while (i < n) {
         while (i + 8 <= n) { /* ASCII, eight bytes at a time */
