@@ -314,3 +314,40 @@ def test_decode_groups_in_a_pool_matches_one_process(tmp_path):
     with DecodePool(2) as pool:
         parallel = pa.concat_tables([t["spans"] for _, t in decode_groups(paths, pool=pool, group_files=4)])
     assert parallel.equals(serial) and serial.num_rows == sum(100 * (1 + f % 2) for f in range(9))
+
+
+def test_decode_groups_sizes_groups_for_the_decoder_and_keeps_every_row_in_order(tmp_path, monkeypatch):
+    from tenantry.otlp import decode_groups
+    from tenantry.otlp import files as files_mod
+    from tenantry.otlp import spans as spans_mod
+
+    paths = _trace_files(tmp_path, 9)
+    one_by_one = pa.concat_tables([t["spans"] for _, t in decode_groups(paths, group_files=1)])
+    sizes = [p.stat().st_size for p in paths]
+    monkeypatch.setattr(files_mod, "C_GROUP_BYTES", sizes[0] + sizes[1])  # two files fill a group
+    calls = []
+    real = files_mod.decode_group
+    monkeypatch.setattr(files_mod, "decode_group", lambda g, *a: calls.append(len(g)) or real(g, *a))
+    by_default = pa.concat_tables([t["spans"] for _, t in decode_groups(paths)])
+    assert by_default.equals(one_by_one)
+    if spans_mod.accelerated():
+        assert calls == [2, 2, 2, 2, 1]
+    else:
+        assert calls == [files_mod.NUMPY_GROUP_FILES, files_mod.NUMPY_GROUP_FILES, 1]
+    calls.clear()
+    monkeypatch.setattr(spans_mod, "_fastspans", None)  # the numpy decoder: fixed small groups
+    assert pa.concat_tables([t["spans"] for _, t in decode_groups(paths)]).equals(one_by_one)
+    assert calls == [4, 4, 1]
+
+
+def test_groups_by_size_close_on_bytes_or_files_and_tolerate_missing_files(tmp_path):
+    from tenantry.otlp.files import _groups_by_size
+
+    paths = []
+    for i, size in enumerate([5, 5, 20, 1, 1, 1, 1]):
+        (tmp_path / f"f{i}").write_bytes(b"x" * size)
+        paths.append(str(tmp_path / f"f{i}"))
+    paths.insert(3, str(tmp_path / "gone"))
+    groups = list(_groups_by_size(paths, max_bytes=10, max_files=3))
+    assert [len(g) for g in groups] == [2, 1, 3, 2] and sum(groups, []) == paths
+    assert list(_groups_by_size([], 10, 3)) == []
