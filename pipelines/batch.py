@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -138,11 +139,45 @@ def run_batch(inputs: list[str | Path], warehouse: str | Path, cfg: tconfig.Conf
     wh = Warehouse.open(warehouse)
     with wh.writer_lock():
         wh.discard_uncommitted()
-        wh.build_views()  # steps that read committed state (ledger, SLA credits) need them
-        found = io.discover(inputs)
-        report = process_inputs(wh, found, cfg, beam_args, started=started)
+        # the commit's steps read committed state through the views (ledger, SLA credits): a new
+        # warehouse's views are built on a thread meanwhile (DuckDB releases the GIL), ready by then
+        with _Background(wh.build_views) as views:
+            found = io.discover(inputs)
+            report = process_inputs(wh, found, cfg, beam_args, started=started, before_commit=views.wait)
         wh.build_views()
         return report
+
+
+class _Background:
+    """``fn`` on a thread from entering the block; :meth:`wait` joins it and raises what it raised.
+    Leaving the block always joins it (raising its error only when the block itself did not)."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tenantry-views", daemon=True)
+
+    def _run(self):
+        try:
+            self._fn()
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+            self._error = e
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def wait(self):
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def __exit__(self, exc_type, exc, tb):
+        self._thread.join()
+        if exc_type is None:
+            self.wait()
+        return False
 
 
 def check_config(cfg: tconfig.Config) -> tuple[Processor, object]:
@@ -159,12 +194,13 @@ def check_config(cfg: tconfig.Config) -> tuple[Processor, object]:
 
 def process_inputs(wh: Warehouse, found: list[io.InputFile], cfg: tconfig.Config,
                    beam_args: list[str] | None = None, committed: set[str] | None = None,
-                   started: float | None = None) -> RunReport:
+                   started: float | None = None, before_commit=None) -> RunReport:
     """One run over the inputs not yet committed: Beam pipeline, then the atomic commit.
 
     The caller holds the warehouse writer lock. ``committed`` (the inputs already consumed) may be
     passed by a caller that tracks it, such as the stream loop; it is read from the manifests
-    otherwise. Views are not rebuilt here (they glob the lake and see the new run at once).
+    otherwise. Views are not rebuilt here (they glob the lake and see the new run at once);
+    ``before_commit``, when given, is called once the pipeline has run, before anything is committed.
     """
     started = started if started is not None else time.monotonic()
     done = committed if committed is not None else wh.committed_inputs()
@@ -182,6 +218,8 @@ def process_inputs(wh: Warehouse, found: list[io.InputFile], cfg: tconfig.Config
     build_pipeline(p, io.read_tasks(new), chain, str(wh.root), run_id, cfg.pipeline.batch_rows, sec, cfg.meters)
     result = p.run()
     result.wait_until_finish()
+    if before_commit is not None:
+        before_commit()
     summary = commit_run(wh, run_id, [i.ingest_id for i in new], cfg, now)
     return RunReport(run_id, len(found), len(new), summary["rows"], time.monotonic() - started, True,
                      _accounting(result), summary["ledger_report"])

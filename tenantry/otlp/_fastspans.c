@@ -3,7 +3,8 @@
  * The optional accelerator of tenantry.otlp.spans (the numpy decoder there is the reference and
  * the fallback) and of tenantry.otlp.logs (decode_logs: the same for LogRecord messages, deferring
  * to the upb path there). decode(spans) takes a list of serialized Span messages (what upb hands
- * over for the lite request class, see tenantry/otlp/messages.py) and returns a tuple of bytes objects:
+ * over for the lite request class, see tenantry/otlp/messages.py; decode_scopes takes serialized
+ * ScopeSpans instead, so upb makes no Python object per span) and returns a tuple of bytes objects:
  * the offsets, data and validity buffers of each column of the spans table that comes from the
  * span itself, ready for pyarrow.Array.from_buffers. It returns None for anything it does not
  * decode exactly as the numpy decoder does (a wire type it does not expect for a known field, a
