@@ -1,7 +1,7 @@
 """Benchmark: every dashboard panel's query over a big warehouse (issue 9).
 
 Generates hourly aggregates directly as lake parts of the partial tables (sre_hourly_partials,
-latency_sketch_hourly, usage_events, usage_ledger, processor_stats, coverage_partials) for N tenants
+latency_sketch_op_hourly, usage_events, usage_ledger, processor_stats, coverage_partials) for N tenants
 over D days, builds the views and the mart cache (tenantry.dashboards.cache: materialized marts and
 rollups), then times each panel of each dashboard, fleet and tenant scope, for each picker setting
 (range/period), on the cache, and on the uncached views (the baseline: the same SQL, the views
@@ -86,10 +86,15 @@ def synthetic_warehouse(root: str | Path, tenants: list[str], *, days: int = 2, 
     slow = rng.uniform(0.0, 0.1, n)
     keys = np.concatenate([np.full(n, 320), np.full(n, 360), rng.integers(380, 460, n)]).astype(np.int32)
     counts = np.concatenate([requests * 0.85, requests * (0.15 - slow), requests * slow])
-    wh.write_part("latency_sketch_hourly", run_id, "part-0", pa.table({
-        "hour": pa.concat_arrays([hours_arr] * k), "tenant_id": pa.concat_arrays([tenant_arr] * k),
-        "service_name": pa.concat_arrays([service_arr] * k),
-        "key": keys, "count": counts, "ingest_batch": pa.concat_arrays([batch] * k)}))
+    # written per operation, as the pipeline writes them (the views sum operations per service): two
+    # operations a cell, each with half of every bucket (halving is exact, so the sums are too)
+    ops = ("GET /items", "POST /checkout")
+    wh.write_part("latency_sketch_op_hourly", run_id, "part-0", pa.table({
+        "hour": pa.concat_arrays([hours_arr] * k * 2), "tenant_id": pa.concat_arrays([tenant_arr] * k * 2),
+        "service_name": pa.concat_arrays([service_arr] * k * 2),
+        "operation": pa.array(np.repeat(np.array(ops, dtype=object), k * n), pa.string()),
+        "key": np.concatenate([keys, keys]), "count": np.concatenate([counts * 0.5, counts - counts * 0.5]),
+        "ingest_batch": pa.concat_arrays([batch] * k * 2)}))
     # one usage event per tenant per day per meter (usage_events feeds tenant_usage_daily)
     day_us = end_us - np.arange(days, dtype=np.int64)[::-1] * 86_400_000_000
     ut, ud, um = (a.ravel() for a in np.meshgrid(np.arange(len(tenants)), np.arange(days), np.arange(len(meters)),
