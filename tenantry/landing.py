@@ -252,12 +252,15 @@ def read_normalized_segment(path: str | Path) -> tuple[dict[str, pa.Table], dict
     try:
         with pa.memory_map(str(path)) as src:
             outer = pa.ipc.open_file(src).read_all()
+        outer.validate(full=True)  # offsets in bounds before they slice anything (a few rows: cheap)
     except (pa.ArrowInvalid, OSError) as e:
         raise NormalizedSegmentError(f"{path}: not a readable normalized segment: {e}") from None
     meta = {k.decode(): v.decode() for k, v in (outer.schema.metadata or {}).items()}
     if not outer.schema.equals(NORMALIZED_SEGMENT, check_metadata=False) or meta.get(META_FORMAT) != NORMALIZED_FORMAT:
         raise NormalizedSegmentError(f"{path}: not a normalized segment (schema {outer.schema.names}, "
                                      f"format {meta.get(META_FORMAT)!r}; expected {NORMALIZED_FORMAT!r})")
+    if outer.column("data").null_count:
+        raise NormalizedSegmentError(f"{path}: not a readable normalized segment: a table's data is null")
     tables: dict[str, pa.Table] = {}
     data = _values(outer.column("data"))
     for i, (table, rows) in enumerate(zip(outer.column("table").to_pylist(), outer.column("rows").to_pylist())):

@@ -257,3 +257,31 @@ def test_a_truncated_compressed_segment_is_a_clear_error(tmp_path, codec, cut):
     bad.write_bytes(data[:-cut] if isinstance(cut, int) else data[: int(len(data) * cut)])
     with pytest.raises(landing.NormalizedSegmentError, match="not a (readable )?normalized segment"):
         landing.read_normalized_segment(bad)
+
+
+@pytest.mark.parametrize("bad", ["offset past the data", "offsets backwards", "null data", "data not an arrow stream"])
+def test_a_segment_with_corrupt_table_offsets_is_refused_with_its_name(tmp_path, bad):
+    """Tables are zero-copy slices of the file, so the slices' offsets are checked before use."""
+    import numpy as np
+
+    good = landing.write_normalized_segment(tmp_path / "ok", {"spans": spans(3)}, processed_by="d", ingest_batch="b")
+    raw = good.read_bytes()
+    with pa.memory_map(str(good)) as src:
+        outer = pa.ipc.open_file(src).read_all()
+    size = len(outer.column("data").chunk(0).buffers()[2])
+    offsets = np.array([0, size], np.int64).tobytes()
+    assert raw.count(offsets) == 1
+    path = tmp_path / "nseg-forged.arrow"
+    if bad in ("offset past the data", "offsets backwards"):  # patched in the file: writers refuse these
+        forged = np.array([0, size + 4096] if bad == "offset past the data" else [64, 8], np.int64).tobytes()
+        path.write_bytes(raw.replace(offsets, forged))
+    else:
+        data = pa.array([b"not an arrow stream at all"], pa.large_binary())
+        if bad == "null data":
+            data = pa.Array.from_buffers(pa.large_binary(), 1, [pa.py_buffer(bytes([0])), *outer.column("data").chunk(0).buffers()[1:]],
+                                         null_count=1)
+        table = pa.Table.from_arrays([outer.column("table"), outer.column("rows"), data], schema=outer.schema)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+    with pytest.raises(landing.NormalizedSegmentError, match="nseg-forged.arrow"):
+        landing.read_normalized_segment(path)
