@@ -261,12 +261,21 @@ def _as_enum(raw: np.ndarray) -> np.ndarray:
 
 def decode_span_bytes(body: bytes, ingest_batch: str):
     """(spans, quarantine) decoded with C or numpy, or None when the upb path must be used."""
-    got = _decode_scopes(body, ingest_batch)
+    return _decode_body(body, ingest_batch)
+
+
+def _decode_body(body: bytes, ingest_batch, n_resources: int | None = None):
+    """The C decoder over whole ScopeSpans, else over each span's bytes, else numpy; None when upb
+    must decide. ``ingest_batch``: one id, or one per resource_spans (an Arrow array, whose length
+    ``n_resources`` the request must then have)."""
+    got = _decode_scopes(body, ingest_batch, n_resources)
     if got is not None:
         return got
     try:
         req = SPAN_BYTES_REQUEST.FromString(body)
     except (DecodeError, RecursionError):
+        return None
+    if n_resources is not None and n_resources != len(req.resource_spans):
         return None
     return _decode_parsed(req, ingest_batch)
 
@@ -286,18 +295,8 @@ def decode_span_bodies(bodies: list[bytes], ingest_batches: list[str]):
     per_body = _resources_per_body(list(bodies))
     if per_body is None:  # not only resource_spans at the top level: each body goes its own way
         return None
-    joined = b"".join(bodies)
     batches = pa.array(ingest_batches, pa.string()).take(pa.array(np.repeat(np.arange(len(bodies)), per_body)))
-    got = _decode_scopes(joined, batches, int(per_body.sum()))
-    if got is not None:
-        return got
-    try:
-        req = SPAN_BYTES_REQUEST.FromString(joined)
-    except (DecodeError, RecursionError):
-        return None
-    if int(per_body.sum()) != len(req.resource_spans):
-        return None
-    return _decode_parsed(req, batches)
+    return _decode_body(b"".join(bodies), batches, int(per_body.sum()))
 
 
 def _resources_per_body(bodies: list[bytes]) -> np.ndarray | None:
