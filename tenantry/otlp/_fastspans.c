@@ -328,6 +328,8 @@ typedef struct {
     Buf found[MAX_WANTED];
     /* decode_scopes: per ScopeSpans message, (spans, offset of its scope message or -1, length) */
     Buf groups;
+    /* decode_scopes deferred for the ScopeSpans message itself, not for one of its spans */
+    int scope_deferred;
 } Out;
 
 static void out_free(Out *o) {
@@ -518,6 +520,7 @@ static int decode_scope_spans(Out *o, const uint8_t *s, const uint8_t *end, int3
     Field f;
     int r;
     int64_t info[3] = {0, -1, 0}; /* spans, scope offset, scope length */
+    o->scope_deferred = 1; /* until a span is what defers */
     while ((r = next_field(&p, end, &f)) == 1) {
         switch (f.field) {
         case 1:
@@ -527,7 +530,9 @@ static int decode_scope_spans(Out *o, const uint8_t *s, const uint8_t *end, int3
             break;
         case 2:
             if (f.wire != 2) return 0;
+            o->scope_deferred = 0;
             if ((r = decode_span(o, f.start, f.start + f.value, attr_total)) != 1) return r;
+            o->scope_deferred = 1;
             info[0]++;
             break;
         case 3:
@@ -685,6 +690,7 @@ static PyObject *run(PyObject *args, RecordFn one, int groups) {
     }
     if (r == 0) {
         out_free(&o);
+        if (o.scope_deferred) Py_RETURN_FALSE; /* decode_scopes: decode() may take the spans */
         Py_RETURN_NONE;
     }
     PyObject *res = PyTuple_New(7 * 3 + 5 + o.n_wanted + 1);
@@ -733,7 +739,9 @@ PyDoc_STRVAR(decode_scopes_doc,
 "Like decode() for serialized ScopeSpans messages (their spans, in order), so no Python object\n"
 "is made per span. The last bytes object holds three int64 per ScopeSpans: its number of spans,\n"
 "the offset of its scope message in it (-1: none) and that message's length.\n"
-"None: use decode() on the spans.");
+"False: a ScopeSpans message itself is not decoded here (a second scope, a schema URL that is not\n"
+"UTF-8, an unexpected wire type): use decode() on its spans. None: a span is not decoded exactly\n"
+"(decode() would defer too): use the numpy decoder.");
 
 static PyObject *decode_scopes(PyObject *self, PyObject *args) {
     (void)self;

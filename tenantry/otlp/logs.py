@@ -80,7 +80,7 @@ def decode_log_bytes(body: bytes, ingest_batch: str):
     if n == 0:
         return None
     got = c_columns("decode_logs", records)
-    if got is None:
+    if not got:
         return None
     attrs, text, num, _ = got
     cols = {"trace_id": text[0], "span_id": text[1], "severity_text": text[2], "body": text[3],

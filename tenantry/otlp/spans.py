@@ -170,10 +170,11 @@ _LOOKUP_BYTES = tuple(k.encode() for k in _LOOKUP)
 
 def _decode_c(flat: list, decoder: str = "decode"):
     """(attribute columns, span columns, rest of the output) of serialized spans (or, with
-    ``decoder="decode_scopes"``, ScopeSpans) from the C decoder, or None when it defers."""
+    ``decoder="decode_scopes"``, ScopeSpans) from the C decoder, or None when it defers (False:
+    ``decode_scopes`` deferred for a ScopeSpans message itself, not for one of its spans)."""
     got = c_columns(decoder, flat)
-    if got is None:
-        return None
+    if not got:
+        return got
     attrs, text, num, rest = got
     return attrs, {
         "trace_id": text[0], "span_id": text[1], "parent_span_id": text[2], "name": text[3],
@@ -186,12 +187,12 @@ def c_columns(decoder: str, items: list):
     """(attribute columns, five text columns, four int64 columns, the decoder's further outputs) of
     serialized records from the C accelerator's ``decoder`` (``"decode"``: spans,
     ``"decode_scopes"``: the spans of ScopeSpans messages, ``"decode_logs"``: log records), or None
-    when the accelerator is not in use or defers."""
+    when the accelerator is not in use or defers (the decoder's False passes through)."""
     if _fastspans is None:
         return None
     out = getattr(_fastspans, decoder)(items, _LOOKUP_BYTES)
-    if out is None:
-        return None
+    if not out:
+        return out
     n = len(out[2])  # a validity byte per record
     text = [_c_strings(*out[i:i + 3], n) for i in range(0, 15, 3)]
     n_attrs = len(out[17])  # a validity byte per attribute
@@ -269,7 +270,7 @@ def _decode_body(body: bytes, ingest_batch, n_resources: int | None = None):
     must decide. ``ingest_batch``: one id, or one per resource_spans (an Arrow array, whose length
     ``n_resources`` the request must then have)."""
     got = _decode_scopes(body, ingest_batch, n_resources)
-    if got is not None:
+    if got is not None and got is not _SPAN_DEFERRED:
         return got
     try:
         req = SPAN_BYTES_REQUEST.FromString(body)
@@ -277,7 +278,12 @@ def _decode_body(body: bytes, ingest_batch, n_resources: int | None = None):
         return None
     if n_resources is not None and n_resources != len(req.resource_spans):
         return None
-    return _decode_parsed(req, ingest_batch)
+    # when a span made the C decoder defer, it would defer on the same bytes again: numpy next
+    return _decode_parsed(req, ingest_batch, try_c=got is not _SPAN_DEFERRED)
+
+
+#: what :func:`_decode_scopes` returns when the C decoder deferred because of a span
+_SPAN_DEFERRED = object()
 
 
 def decode_span_bodies(bodies: list[bytes], ingest_batches: list[str]):
@@ -316,7 +322,8 @@ def _decode_scopes(body: bytes, ingest_batch, n_resources: int | None = None):
     """(spans, quarantine) from the C decoder reading whole ScopeSpans messages (upb parses only
     down to them, so no Python object is made per span), or None when the accelerator is not in
     use or defers, or the request holds no spans (the caller then takes the per-span path, which
-    gives the same tables). ``ingest_batch``: one id, or one per resource_spans (an Arrow array)."""
+    gives the same tables); :data:`_SPAN_DEFERRED` when a span made the C decoder defer.
+    ``ingest_batch``: one id, or one per resource_spans (an Arrow array)."""
     if _fastspans is None or not hasattr(_fastspans, "decode_scopes"):
         return None
     try:
@@ -334,8 +341,8 @@ def _decode_scopes(body: bytes, ingest_batch, n_resources: int | None = None):
     if not blobs:
         return None
     got = _decode_c(blobs, "decode_scopes")
-    if got is None:
-        return None
+    if not got:
+        return _SPAN_DEFERRED if got is None else None
     attrs, cols, rest = got
     info = np.frombuffer(rest[0], np.int64).reshape(-1, 3)  # (spans, scope offset, scope length)
     names = _scope_names(blobs, info)
@@ -364,13 +371,13 @@ def _scope_names(blobs: list[bytes], info: np.ndarray) -> list | None:
     return names
 
 
-def _decode_parsed(req, ingest_batch):
-    """The C or numpy decoder over a parsed SPAN_BYTES_REQUEST; ``ingest_batch``: one id, or one
-    per resource_spans (an Arrow array)."""
+def _decode_parsed(req, ingest_batch, try_c: bool = True):
+    """The C (unless ``try_c`` is false) or numpy decoder over a parsed SPAN_BYTES_REQUEST;
+    ``ingest_batch``: one id, or one per resource_spans (an Arrow array)."""
     res_lists, scope_names, scope_res, scope_sizes, groups = _groups(req.resource_spans)
     flat = list(chain.from_iterable(groups))
     n = len(flat)
-    if n and _fastspans is not None:
+    if n and try_c and _fastspans is not None:
         got = _decode_c(flat)
         if got is not None:
             attrs, cols, _ = got
