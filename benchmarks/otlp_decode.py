@@ -11,8 +11,9 @@ the same run:
                          built, see build_ext.py; ``... numpy`` rows: the same with it turned off);
 - ``... upb path``       the same from an already parsed lite message (the per-column upb path);
 - ``decode_files p=1``  tenantry.otlp.decode_files over .pb files in this process;
-- ``decode_groups p=1``  tenantry.otlp.decode_groups (what the pipelines use): requests decoded four
-                         files at a time in one vectorized pass;
+- ``decode_groups p=1``  tenantry.otlp.decode_groups (what the pipelines use): requests decoded together
+                         in groups sized for the decoder (~2 MB with the C decoder, four files with
+                         numpy), one vectorized pass each;
 - ``... p=2 (pool)``     decode_files / decode_groups across 2 worker processes of a DecodePool
                          started once (includes reading the files and shipping Arrow IPC between
                          processes);
