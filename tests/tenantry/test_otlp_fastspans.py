@@ -150,16 +150,21 @@ def decoded_like_upb(body: bytes):
     return got
 
 
+def corruptions(body: bytes, rnd: random.Random, n: int = 300):
+    """``n`` copies of ``body``, each with one to three random bytes overwritten."""
+    for _ in range(n):
+        m = bytearray(body)
+        for _ in range(rnd.randrange(1, 4)):
+            m[rnd.randrange(len(m))] = rnd.randrange(256)
+        yield bytes(m)
+
+
 def test_random_corruption_agrees_with_upb_whenever_c_answers():
     rnd = random.Random(11)
     body = trace_request([{"attrs": {"tenant.id": f"t{i}", "n": i, "d": i / 3, "s": "v" * (i % 40)},
                            "status": (2, "e") if i % 7 == 0 else (0, "")} for i in range(40)]).SerializeToString()
     answered = 0
-    for _ in range(300):
-        m = bytearray(body)
-        for _ in range(rnd.randrange(1, 4)):
-            m[rnd.randrange(len(m))] = rnd.randrange(256)
-        m = bytes(m)
+    for m in corruptions(body, rnd):
         try:
             lite = SPAN_BYTES_REQUEST.FromString(m)
         except Exception:  # noqa: BLE001 - upb refuses the request: nothing reaches the span decoder
@@ -396,11 +401,7 @@ def test_random_corruption_of_scope_spans_agrees_with_upb_whenever_c_answers():
     rnd = random.Random(5)
     body = mixed_request().SerializeToString()
     answered = 0
-    for _ in range(300):
-        m = bytearray(body)
-        for _ in range(rnd.randrange(1, 4)):
-            m[rnd.randrange(len(m))] = rnd.randrange(256)
-        m = bytes(m)
+    for m in corruptions(body, rnd):
         got = spans_mod._decode_scopes(m, "b")
         if got is None or got is spans_mod._SPAN_DEFERRED:
             continue
