@@ -77,3 +77,23 @@ def test_discover_reports_a_bad_file_among_many(tmp_path):
     (tmp_path / "spans-07.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(io.InputError, match="spans-07.parquet: not a readable Parquet file"):
         io.discover([tmp_path])
+
+
+def test_discover_stops_hashing_at_the_first_bad_file(tmp_path, monkeypatch):
+    import time
+
+    for i in range(200):
+        (tmp_path / f"req-{i:03d}.pb").write_bytes(b"\x0a\x00")
+    (tmp_path / "req-002.parquet").write_bytes(b"not parquet")  # sorts third
+    calls = []
+    real = io._classify
+
+    def slow(p):  # hashing a big file takes a while: here 5 ms a file
+        calls.append(p)
+        time.sleep(0.005)
+        return real(p)
+
+    monkeypatch.setattr(io, "_classify", slow)
+    with pytest.raises(io.InputError, match="req-002.parquet"):
+        io.discover([tmp_path])
+    assert len(calls) < 150  # Executor.map cancels the files still queued once the error is raised
