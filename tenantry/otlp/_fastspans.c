@@ -664,7 +664,8 @@ static PyObject *run(PyObject *args, RecordFn one, int groups) {
     for (int i = 0; i < 7; i++)
         if (strcol_init(cols[i])) r = -1;
     if (r == 1 && put_i32(&o.attr_offs, 0)) r = -1;
-    /* room for everything up front (ids double in hex; text never grows): no reallocations */
+    /* room for everything up front (ids double in hex; text never grows): no reallocations for
+     * lists of records; lists of groups reserve the input's size for ids, an upper bound */
     size_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) total += (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(items, i));
     /* (at most 64 MiB each up front: a huge request grows its buffers as it goes) */
@@ -735,7 +736,7 @@ static PyObject *decode_logs(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(decode_scopes_doc,
-"decode_scopes(scope_spans: list[bytes], lookup: tuple[bytes, ...] = ()) -> tuple | None\n\n"
+"decode_scopes(scope_spans: list[bytes], lookup: tuple[bytes, ...] = ()) -> tuple | bool | None\n\n"
 "Like decode() for serialized ScopeSpans messages (their spans, in order), so no Python object\n"
 "is made per span. The last bytes object holds three int64 per ScopeSpans: its number of spans,\n"
 "the offset of its scope message in it (-1: none) and that message's length.\n"

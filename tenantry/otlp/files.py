@@ -37,8 +37,7 @@ from tenantry import landing
 from tenantry.otlp.decode import decode_request, empty_tables, malformed_request
 from tenantry.otlp.jsonfmt import detect_signal, load_json, parse_json_doc
 from tenantry.otlp.messages import SIGNALS, OtlpDecodeError
-from tenantry.otlp import spans as _spans
-from tenantry.otlp.spans import decode_span_bodies
+from tenantry.otlp.spans import accelerated, decode_span_bodies
 from tenantry.otlp.sniff import infer_signal, signal_from_name
 
 #: default bound on the bytes read (after decompression) from one file, or one .jsonl line
@@ -302,7 +301,7 @@ def decode_groups(paths: Iterable, pool: DecodePool | None = None, group_files: 
     files per group; by default groups are sized for the decoder in use (:data:`NUMPY_GROUP_FILES`,
     or :data:`C_GROUP_BYTES` / :data:`C_GROUP_FILES` with the C accelerator)."""
     paths = [str(p) for p in paths]
-    if group_files is None and _spans.accelerated():
+    if group_files is None and accelerated():
         groups = list(_groups_by_size(paths, C_GROUP_BYTES, C_GROUP_FILES))
     else:
         n = group_files or NUMPY_GROUP_FILES
